@@ -124,3 +124,33 @@ def herald_proto_library(name, srcs, deps = [], visibility = None):
         deps = deps + ["@system//:protobuf"],
         visibility = visibility,
     )
+
+def herald_example(name, srcs = ["main.cc"], deps = [], test_args = [], copts = [], **kwargs):
+    """An example: a binary named after its folder, plus a test that runs it.
+
+    `bazel run //examples/<name>` runs the example; `<name>_test` runs the
+    same binary with `test_args` (a short-duration flag) and fails if the
+    example exits non-zero, which it does when its own totals do not add up.
+
+    Args:
+      name: the example's folder name.
+      srcs: sources, main.cc by default.
+      deps: dependencies.
+      test_args: arguments for the test run.
+      copts: extra compiler flags.
+      **kwargs: passed to cc_binary.
+    """
+    native.cc_binary(
+        name = name,
+        srcs = srcs,
+        deps = deps,
+        copts = HERALD_COPTS + copts,
+        **kwargs
+    )
+    native.sh_test(
+        name = name + "_test",
+        srcs = ["//bazel:example_test.sh"],
+        args = ["$(location :%s)" % name] + test_args,
+        data = [":" + name],
+        size = "medium",
+    )

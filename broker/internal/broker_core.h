@@ -1,0 +1,97 @@
+// BrokerCore: the implementation behind herald::Broker, shared (through
+// std::shared_ptr) with TopicHandles and known weakly to Subscriptions, so a
+// handle that outlives its Broker stays safe to use and to close.
+//
+// Thread-safe.
+#ifndef HERALD_BROKER_INTERNAL_BROKER_CORE_H_
+#define HERALD_BROKER_INTERNAL_BROKER_CORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "broker/broker.h"
+#include "broker/internal/dispatcher.h"
+#include "broker/internal/registry.h"
+#include "broker/internal/subscription_state.h"
+#include "broker/options.h"
+#include "schemas/stats.pb.h"
+
+namespace herald::internal {
+
+class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
+ public:
+  // kInvalidArgument naming the first option out of range.
+  static absl::Status Validate(const BrokerOptions& options);
+
+  // REQUIRES: Validate(options).ok().
+  explicit BrokerCore(BrokerOptions options);
+  ~BrokerCore();
+
+  const BrokerOptions& options() const { return options_; }
+
+  absl::StatusOr<PublishResult> Publish(absl::string_view topic,
+                                        absl::string_view payload,
+                                        const Headers& headers);
+  absl::StatusOr<PublishResult> PublishToEntry(TopicEntry* entry,
+                                               absl::string_view payload,
+                                               const Headers& headers);
+  absl::StatusOr<TopicHandle> Topic(absl::string_view topic);
+  void ReleaseTopic(TopicEntry* entry) { registry_.ReleaseTopic(entry); }
+
+  absl::StatusOr<Subscription> Subscribe(absl::string_view pattern,
+                                         const SubscriptionOptions& options,
+                                         Broker::Callback callback);
+  // Closes `state` (see Subscription::Close()).
+  SubscriptionTotals Unsubscribe(
+      const std::shared_ptr<SubscriptionState>& state);
+
+  v1::BrokerStats Stats() const;
+  v1::BrokerStats Shutdown(absl::Time drain_deadline);
+
+ private:
+  // Checks what Publish() must refuse, counting the refusal.
+  absl::Status CheckMessage(absl::string_view topic, absl::string_view payload,
+                            const Headers& headers);
+  absl::Status CheckSubscribe(absl::string_view pattern,
+                              const SubscriptionOptions& options,
+                              bool callback) const;
+  // Gives one message to every target of `list`. REQUIRES: pinned.
+  PublishResult FanOut(const MatchList* list, absl::string_view topic,
+                       absl::string_view payload, const Headers& headers);
+
+  const BrokerOptions options_;
+  Registry registry_;
+  Dispatcher dispatcher_;
+
+  // Set once Shutdown() begins; read by every publish (under its pin).
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<uint64_t> refused_invalid_{0};
+  std::atomic<uint64_t> refused_too_large_{0};
+  std::atomic<uint64_t> refused_shutdown_{0};
+  std::atomic<uint64_t> subscribe_refused_{0};
+
+  mutable absl::Mutex mu_;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<SubscriptionState>> subs_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t closed_count_ ABSL_GUARDED_BY(mu_) = 0;
+  SubscriptionTotals closed_totals_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_started_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Notification shutdown_done_;
+  std::optional<v1::BrokerStats> final_stats_;  // Written before
+                                                // shutdown_done_ is notified.
+};
+
+}  // namespace herald::internal
+
+#endif  // HERALD_BROKER_INTERNAL_BROKER_CORE_H_

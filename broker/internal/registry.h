@@ -1,0 +1,199 @@
+// Registry: which subscriptions and queue groups each topic's messages go to.
+//
+// Topic entries live in N shards, each a flat_hash_map under its own mutex.
+// An entry holds the list of targets (subscriptions and queue groups, exact
+// and wildcard) that match its topic, rebuilt copy-on-write by subscribe and
+// unsubscribe, so a publish reads it without waiting on writers. Old lists,
+// evicted entries and removed groups are freed after a grace period: each
+// shard counts the publishers inside it in two parity counters (a
+// sleepable-RCU scheme), and a writer flips the parity and waits for the old
+// parity to drain. Design notes: docs/design/registry.md.
+//
+// Lock order (also in docs/design/registry.md):
+//   writers_mu_  ->  Shard::mu  ;  Shard::grace_mu is taken alone.
+// A publisher pinned in a shard may take writers_mu_ (shared) and Shard::mu;
+// writers never wait for a grace period while holding either.
+//
+// Thread-safe.
+#ifndef HERALD_BROKER_INTERNAL_REGISTRY_H_
+#define HERALD_BROKER_INTERNAL_REGISTRY_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "broker/internal/subscription_state.h"
+#include "schemas/stats.pb.h"
+
+namespace herald::internal {
+
+// A queue group: each message offered to it goes to exactly one member with
+// room. Thread-safe: Offer() from publishers; membership changes under the
+// registry's writers_mu_.
+class GroupState {
+ public:
+  using MemberList = std::vector<SubscriptionState*>;
+
+  GroupState(std::string pattern, std::string name);
+  ~GroupState();
+
+  const std::string& pattern() const { return pattern_; }
+  const std::string& name() const { return name_; }
+
+  // Publisher side. REQUIRES: pinned in a shard. Gives `m` (one reference,
+  // consumed when it returns true) to the next member with room, round robin;
+  // counts a kGroupFull drop when every member is full.
+  bool Offer(Message* m);
+
+  // Writer side (under writers_mu_). The old member list is returned for
+  // freeing after a grace period.
+  std::unique_ptr<const MemberList> AddMember(SubscriptionState* s);
+  std::unique_ptr<const MemberList> RemoveMember(SubscriptionState* s);
+  size_t member_count() const;
+
+  void FillStats(v1::GroupStats* out) const;
+
+ private:
+  const std::string pattern_;
+  const std::string name_;
+  std::atomic<const MemberList*> members_;
+  PaddedCounter matched_;
+  PaddedCounter group_full_;
+  PaddedCounter next_;
+};
+
+// The targets of one topic.
+struct MatchList {
+  std::vector<SubscriptionState*> subscriptions;
+  std::vector<GroupState*> groups;
+  size_t size() const { return subscriptions.size() + groups.size(); }
+  bool empty() const { return size() == 0; }
+};
+
+// One topic with a subscription (or a cached wildcard match) or a handle.
+struct TopicEntry {
+  explicit TopicEntry(std::string n) : name(std::move(n)) {}
+  ~TopicEntry() { delete list.load(std::memory_order_relaxed); }
+
+  const std::string name;
+  std::atomic<const MatchList*> list{nullptr};
+  PaddedCounter published;
+  // Live TopicHandles; guarded by the shard's mutex.
+  uint64_t handles = 0;
+};
+
+class Registry {
+ public:
+  Registry(size_t shard_count, size_t max_topics);
+  ~Registry();
+
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  size_t ShardOf(absl::string_view topic) const;
+
+  // Publisher side: Pin() before Lookup()/using an entry's list, Unpin() after
+  // the last use of anything read through them.
+  uint32_t Pin(size_t shard);
+  void Unpin(size_t shard, uint32_t pin);
+
+  // REQUIRES: pinned in ShardOf(topic). Returns the topic's targets, or null
+  // if nothing matches. `*entry` is set when the topic has an entry (its list
+  // is returned); when the list could not be cached (max_topics), it is
+  // returned in `*uncached` and freed by the caller after use.
+  const MatchList* Lookup(size_t shard, absl::string_view topic,
+                          TopicEntry** entry,
+                          std::unique_ptr<MatchList>* uncached);
+  // Counts one accepted publish in `shard` (and whether it matched).
+  void CountPublish(size_t shard, bool matched);
+
+  // Writer side. They may wait for a grace period: never call while pinned.
+  // Adds a subscription (or queue-group member). Returns kResourceExhausted
+  // when an exact pattern needs a new topic entry past max_topics.
+  absl::Status Add(SubscriptionState* s);
+  // Removes it; on return no publisher can reach it.
+  void Remove(SubscriptionState* s);
+  // A topic handle's entry: created if needed (kResourceExhausted past
+  // max_topics), pinned against eviction until ReleaseTopic().
+  absl::StatusOr<TopicEntry*> AcquireTopic(absl::string_view topic);
+  void ReleaseTopic(TopicEntry* entry);
+  // Waits until every publisher pinned anywhere now has unpinned.
+  void SynchronizeAll();
+
+  void FillStats(v1::BrokerStats* out) const;
+
+ private:
+  struct Shard {
+    absl::Mutex mu ABSL_ACQUIRED_AFTER(writers_mu_);
+    absl::flat_hash_map<std::string, TopicEntry*> entries ABSL_GUARDED_BY(mu);
+    // Grace periods: publishers inside the shard, by parity of `gen`.
+    alignas(kCacheLineSize) std::atomic<uint32_t> gen{0};
+    std::atomic<uint64_t> readers[2] = {0, 0};
+    alignas(kCacheLineSize) std::atomic<uint64_t> published{0};
+    std::atomic<uint64_t> published_unmatched{0};
+    absl::Mutex grace_mu;
+  };
+
+  // Objects unlinked by a writer, freed after a grace period.
+  struct Retired {
+    std::vector<std::unique_ptr<const MatchList>> lists;
+    std::vector<std::unique_ptr<TopicEntry>> entries;
+    std::vector<std::unique_ptr<const GroupState::MemberList>> members;
+    std::vector<std::unique_ptr<GroupState>> groups;
+  };
+
+  // A target: exactly one of the two is set.
+  struct Target {
+    SubscriptionState* subscription = nullptr;
+    GroupState* group = nullptr;
+    const std::string& pattern() const {
+      return subscription != nullptr ? subscription->pattern()
+                                     : group->pattern();
+    }
+    bool operator==(const Target& o) const {
+      return subscription == o.subscription && group == o.group;
+    }
+  };
+
+  void Synchronize(Shard& shard);
+  // The targets matching `topic`, from the master lists.
+  std::unique_ptr<MatchList> ComputeLocked(absl::string_view topic) const
+      ABSL_SHARED_LOCKS_REQUIRED(writers_mu_);
+  absl::Status InsertTargetLocked(const Target& t, Retired* retired)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(writers_mu_);
+  void RemoveTargetLocked(const Target& t, Retired* retired)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(writers_mu_);
+  // Replaces `entry`'s list with `list` (retiring the old one), evicting the
+  // entry if the list is empty and no handle pins it.
+  void ReplaceListLocked(Shard& shard, TopicEntry* entry,
+                         std::unique_ptr<MatchList> list, Retired* retired)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(writers_mu_, shard.mu);
+
+  const size_t max_topics_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<size_t> topic_count_{0};
+
+  mutable absl::Mutex writers_mu_;
+  // Exact patterns -> targets; wildcard targets.
+  absl::flat_hash_map<std::string, std::vector<Target>> exact_
+      ABSL_GUARDED_BY(writers_mu_);
+  std::vector<Target> wildcards_ ABSL_GUARDED_BY(writers_mu_);
+  // Queue groups by pattern + '\0' + group name.
+  absl::flat_hash_map<std::string, std::unique_ptr<GroupState>> groups_
+      ABSL_GUARDED_BY(writers_mu_);
+  // Read without writers_mu_ by publishers: 0 means no wildcard target.
+  std::atomic<size_t> wildcard_count_{0};
+};
+
+}  // namespace herald::internal
+
+#endif  // HERALD_BROKER_INTERNAL_REGISTRY_H_

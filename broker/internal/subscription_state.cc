@@ -1,0 +1,481 @@
+#include "broker/internal/subscription_state.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "broker/internal/dispatcher.h"
+#include "broker/internal/thread_identity.h"
+#include "broker/util/check.h"
+#include "broker/util/status_macros.h"
+
+namespace herald::internal {
+namespace {
+
+// Wakes a parked consumer when the caller's stop token is triggered.
+struct StopWake {
+  absl::Mutex* mu;
+  absl::CondVar* cv;
+  uint64_t* epoch;
+  void operator()() const {
+    absl::MutexLock lock(mu);
+    ++*epoch;
+    cv->SignalAll();
+  }
+};
+
+v1::OverflowPolicy ToProto(OverflowPolicy policy) {
+  switch (policy) {
+    case OverflowPolicy::kDropNewest:
+      return v1::OVERFLOW_POLICY_DROP_NEWEST;
+    case OverflowPolicy::kDropOldest:
+      return v1::OVERFLOW_POLICY_DROP_OLDEST;
+    case OverflowPolicy::kBlock:
+      return v1::OVERFLOW_POLICY_BLOCK;
+  }
+  return v1::OVERFLOW_POLICY_UNSPECIFIED;
+}
+
+}  // namespace
+
+void FillDropCounts(const DropCounts& counts, v1::DropCounts* out) {
+  out->set_queue_full(counts[static_cast<size_t>(DropReason::kQueueFull)]);
+  out->set_evicted_oldest(
+      counts[static_cast<size_t>(DropReason::kEvictedOldest)]);
+  out->set_block_timeout(
+      counts[static_cast<size_t>(DropReason::kBlockTimeout)]);
+  out->set_closed(counts[static_cast<size_t>(DropReason::kClosed)]);
+  out->set_shutdown(counts[static_cast<size_t>(DropReason::kShutdown)]);
+  out->set_group_full(counts[static_cast<size_t>(DropReason::kGroupFull)]);
+}
+
+SubscriptionState::SubscriptionState(uint64_t id, std::string pattern,
+                                     std::string group, std::string name,
+                                     OverflowPolicy policy, size_t capacity,
+                                     absl::Duration block_timeout,
+                                     size_t batch_limit, Callback callback,
+                                     Dispatcher* dispatcher)
+    : id_(id),
+      pattern_(std::move(pattern)),
+      group_(std::move(group)),
+      name_(std::move(name)),
+      policy_(policy),
+      capacity_(capacity),
+      block_timeout_(block_timeout),
+      batch_limit_(batch_limit),
+      callback_(std::move(callback)),
+      dispatcher_(dispatcher) {
+  HERALD_CHECK(capacity_ > 0);
+  if (policy_ == OverflowPolicy::kDropNewest) {
+    ring_ = std::make_unique<MpscRing<Message*>>(capacity_);
+  } else {
+    absl::MutexLock lock(&queue_mu_);
+    buffer_.resize(capacity_);
+  }
+}
+
+SubscriptionState::~SubscriptionState() {
+  absl::MutexLock lock(&consumer_mu_);
+  DiscardLocked();
+}
+
+PushOutcome SubscriptionState::Push(Message* m) {
+  // Relaxed: statistics; the accounting identity is read once quiescent.
+  matched_.value.fetch_add(1, std::memory_order_relaxed);
+  // Acquire: pairs with the release in MarkClosing()/End().
+  if (closing_.load(std::memory_order_acquire)) {
+    CountDrop(DropReason::kClosed);
+    return {false, DropReason::kClosed, nullptr};
+  }
+  if (ended_.load(std::memory_order_acquire)) {
+    CountDrop(DropReason::kShutdown);
+    return {false, DropReason::kShutdown, nullptr};
+  }
+  PushOutcome out;
+  switch (policy_) {
+    case OverflowPolicy::kDropNewest: {
+      uint64_t position;
+      if (!ring_->TryPush(m, &position)) {
+        CountDrop(DropReason::kQueueFull);
+        return {false, DropReason::kQueueFull, nullptr};
+      }
+      break;
+    }
+    case OverflowPolicy::kDropOldest: {
+      absl::MutexLock lock(&queue_mu_);
+      if (size_ == capacity_) {
+        out.evicted = buffer_[head_].message;
+        head_ = (head_ + 1) % capacity_;
+        --size_;
+        CountDrop(DropReason::kEvictedOldest);
+      }
+      buffer_[(head_ + size_) % capacity_] = {m, ++admitted_};
+      ++size_;
+      if (size_ > high_water_.load(std::memory_order_relaxed)) {
+        // Relaxed: written under queue_mu_ only; a statistic.
+        high_water_.store(size_, std::memory_order_relaxed);
+      }
+      break;
+    }
+    case OverflowPolicy::kBlock: {
+      absl::MutexLock lock(&queue_mu_);
+      if (size_ == capacity_) {
+        const absl::Time deadline = absl::Now() + block_timeout_;
+        EnsureThreadIdentity();
+        ++blocked_publishers_;
+        while (size_ == capacity_ &&
+               !closing_.load(std::memory_order_acquire) &&
+               !ended_.load(std::memory_order_acquire)) {
+          if (not_full_.WaitWithDeadline(&queue_mu_, deadline)) break;
+        }
+        --blocked_publishers_;
+        if (size_ == capacity_ || closing_.load(std::memory_order_acquire) ||
+            ended_.load(std::memory_order_acquire)) {
+          const DropReason reason = closing_.load(std::memory_order_acquire)
+                                        ? DropReason::kClosed
+                                    : ended_.load(std::memory_order_acquire)
+                                        ? DropReason::kShutdown
+                                        : DropReason::kBlockTimeout;
+          CountDrop(reason);
+          return {false, reason, nullptr};
+        }
+      }
+      buffer_[(head_ + size_) % capacity_] = {m, ++admitted_};
+      ++size_;
+      if (size_ > high_water_.load(std::memory_order_relaxed)) {
+        high_water_.store(size_, std::memory_order_relaxed);
+      }
+      break;
+    }
+  }
+  out.taken = true;
+  AfterPush();
+  return out;
+}
+
+bool SubscriptionState::Offer(Message* m) {
+  // Acquire: pairs with the release in MarkClosing()/End(). A member that is
+  // closing is skipped, not offered the message.
+  if (closing_.load(std::memory_order_acquire) ||
+      ended_.load(std::memory_order_acquire)) {
+    return false;
+  }
+  if (ring_ != nullptr) {
+    uint64_t position;
+    if (!ring_->TryPush(m, &position)) return false;
+  } else {
+    absl::MutexLock lock(&queue_mu_);
+    if (size_ == capacity_) return false;
+    buffer_[(head_ + size_) % capacity_] = {m, ++admitted_};
+    ++size_;
+    if (size_ > high_water_.load(std::memory_order_relaxed)) {
+      high_water_.store(size_, std::memory_order_relaxed);
+    }
+  }
+  // Relaxed: statistics. Counted once taken: a member's matched counts the
+  // messages given to it.
+  matched_.value.fetch_add(1, std::memory_order_relaxed);
+  AfterPush();
+  return true;
+}
+
+void SubscriptionState::AfterPush() {
+  if (callback_) {
+    // Seq_cst: with the ring's seq_cst slot store, forms a Dekker pair with
+    // RunTurn()'s seq_cst store of false followed by its emptiness check, so
+    // either this publisher schedules a turn or the executor sees the message.
+    if (!scheduled_.load(std::memory_order_seq_cst) &&
+        !scheduled_.exchange(true, std::memory_order_seq_cst)) {
+      dispatcher_->Submit(shared_from_this());
+    }
+    return;
+  }
+  // Seq_cst: the event count's Dekker pair with the consumer's seq_cst
+  // increment of waiters_ before its last emptiness check (see Receive()).
+  if (waiters_.load(std::memory_order_seq_cst) != 0) {
+    absl::MutexLock lock(&consumer_mu_);
+    ++wake_epoch_;
+    consumer_cv_.SignalAll();
+  }
+}
+
+uint64_t SubscriptionState::DroppedTotal() const {
+  uint64_t sum = 0;
+  // Relaxed: statistics.
+  for (const auto& d : dropped_) sum += d.load(std::memory_order_relaxed);
+  return sum;
+}
+
+bool SubscriptionState::HasMessageLocked() const {
+  if (ring_ != nullptr) return ring_->HasMessage();
+  absl::MutexLock lock(&queue_mu_);
+  return size_ > 0;
+}
+
+bool SubscriptionState::PopLocked(Delivery* out) {
+  Message* m;
+  uint64_t sequence;
+  if (ring_ != nullptr) {
+    uint64_t position;
+    if (!ring_->TryPop(&m, &position)) return false;
+    sequence = position + 1;
+    // The depth just before this pop: the queue only shrinks by pops, so the
+    // deepest point since the previous pop is seen here.
+    const uint64_t depth = ring_->EnqueuedForConsumer() - position;
+    if (depth > high_water_.load(std::memory_order_relaxed)) {
+      // Relaxed: single writer (the consumer); a statistic.
+      high_water_.store(depth, std::memory_order_relaxed);
+    }
+  } else {
+    absl::MutexLock lock(&queue_mu_);
+    if (size_ == 0) return false;
+    m = buffer_[head_].message;
+    sequence = buffer_[head_].sequence;
+    head_ = (head_ + 1) % capacity_;
+    --size_;
+    if (blocked_publishers_ > 0) not_full_.Signal();
+  }
+  // Relaxed: single writer (the consumer, under consumer_mu_).
+  delivered_.store(delivered_.load(std::memory_order_relaxed) + 1,
+                   std::memory_order_relaxed);
+  const uint64_t dropped = DroppedTotal();
+  const uint64_t missed = dropped - dropped_seen_;
+  dropped_seen_ = dropped;
+  *out = Delivery(MessageRef::Adopt(m), sequence, missed);
+  return true;
+}
+
+absl::Status SubscriptionState::EndedStatusLocked() const {
+  if (ended_by_broker_ && !owner_closed_.load(std::memory_order_relaxed)) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "subscription ", id_, " to \"", pattern_, "\" ended by the broker"));
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("subscription ", id_, " to \"", pattern_, "\" is closed"));
+}
+
+bool SubscriptionState::WaitLocked(absl::Time deadline,
+                                   const std::stop_token& stop) {
+  EnsureThreadIdentity();
+  const uint64_t key = wake_epoch_;
+  while (wake_epoch_ == key && !stop.stop_requested()) {
+    if (consumer_cv_.WaitWithDeadline(&consumer_mu_, deadline)) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<Delivery> SubscriptionState::Receive(absl::Time deadline,
+                                                    std::stop_token stop) {
+  HERALD_ASSIGN_OR_RETURN(std::vector<Delivery> batch,
+                          ReceiveBatch(1, deadline, std::move(stop)));
+  return std::move(batch.front());
+}
+
+absl::StatusOr<std::vector<Delivery>> SubscriptionState::ReceiveBatch(
+    size_t max_messages, absl::Time deadline, std::stop_token stop) {
+  if (max_messages == 0) {
+    return absl::InvalidArgumentError("receive batch: max_messages is 0");
+  }
+  if (callback_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "subscription ", id_, " delivers to a callback; it cannot Receive"));
+  }
+  // Declared before the lock, so it is destroyed after the unlock: its
+  // destructor waits for a running StopWake, which takes consumer_mu_.
+  std::optional<std::stop_callback<StopWake>> on_stop;
+  if (stop.stop_possible()) {
+    on_stop.emplace(stop, StopWake{&consumer_mu_, &consumer_cv_, &wake_epoch_});
+  }
+  absl::MutexLock lock(&consumer_mu_);
+  bool announced = false;
+  std::vector<Delivery> out;
+  while (true) {
+    Delivery d;
+    if (!frozen_ && PopLocked(&d)) {
+      out.push_back(std::move(d));
+      while (out.size() < max_messages && PopLocked(&d)) {
+        out.push_back(std::move(d));
+      }
+      break;
+    }
+    if (frozen_) {
+      if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
+      return EndedStatusLocked();
+    }
+    if (closing_.load(std::memory_order_acquire)) {
+      if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
+      return absl::FailedPreconditionError(absl::StrCat(
+          "subscription ", id_, " to \"", pattern_, "\" is closing"));
+    }
+    if (stop.stop_requested()) {
+      if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
+      return absl::CancelledError("receive: stop requested");
+    }
+    if (absl::Now() >= deadline) {
+      if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
+      return absl::DeadlineExceededError(
+          "receive: no message before the deadline");
+    }
+    if (!announced) {
+      // Seq_cst: announce before the re-check of the queue (event count).
+      waiters_.fetch_add(1, std::memory_order_seq_cst);
+      announced = true;
+      continue;
+    }
+    WaitLocked(deadline, stop);
+  }
+  // Relaxed: only this consumer's own announcement is withdrawn.
+  if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
+  return out;
+}
+
+bool SubscriptionState::RunTurn() {
+  for (size_t n = 0; n < batch_limit_; ++n) {
+    Delivery d;
+    {
+      absl::MutexLock lock(&consumer_mu_);
+      if (frozen_ || closing_.load(std::memory_order_acquire)) return false;
+      if (!PopLocked(&d)) break;
+      callback_running_ = true;
+      callback_thread_ = std::this_thread::get_id();
+    }
+    try {
+      callback_(d);
+    } catch (...) {
+      // Exceptions never cross Herald's API; a throwing callback loses
+      // nothing else (the message was delivered to it).
+    }
+    absl::MutexLock lock(&consumer_mu_);
+    callback_running_ = false;
+    consumer_cv_.SignalAll();
+    if (n + 1 == batch_limit_) return true;  // Yield to other subscriptions.
+  }
+  // Seq_cst: see AfterPush().
+  scheduled_.store(false, std::memory_order_seq_cst);
+  bool more;
+  {
+    absl::MutexLock lock(&consumer_mu_);
+    if (frozen_ || closing_.load(std::memory_order_acquire)) return false;
+    more = HasMessageLocked();
+  }
+  return more && !scheduled_.exchange(true, std::memory_order_seq_cst);
+}
+
+void SubscriptionState::MarkClosing() {
+  // Release: pairs with the acquire loads in Push()/Offer().
+  closing_.store(true, std::memory_order_release);
+  {
+    absl::MutexLock lock(&queue_mu_);
+    not_full_.SignalAll();
+  }
+  absl::MutexLock lock(&consumer_mu_);
+  ++wake_epoch_;
+  consumer_cv_.SignalAll();
+}
+
+uint64_t SubscriptionState::DiscardLocked() {
+  uint64_t n = 0;
+  if (ring_ != nullptr) {
+    Message* m;
+    uint64_t position;
+    while (ring_->TryPop(&m, &position)) {
+      m->Unref();
+      ++n;
+    }
+  } else {
+    absl::MutexLock lock(&queue_mu_);
+    while (size_ > 0) {
+      buffer_[head_].message->Unref();
+      head_ = (head_ + 1) % capacity_;
+      --size_;
+      ++n;
+    }
+  }
+  return n;
+}
+
+SubscriptionTotals SubscriptionState::FinishClose() {
+  absl::MutexLock lock(&consumer_mu_);
+  // Wait out a running callback, unless this is that callback closing its own
+  // subscription (it then stops when the callback returns).
+  EnsureThreadIdentity();
+  while (callback_running_ && callback_thread_ != std::this_thread::get_id()) {
+    consumer_cv_.Wait(&consumer_mu_);
+  }
+  // Release: pairs with the acquire in owner_closed().
+  owner_closed_.store(true, std::memory_order_release);
+  if (frozen_) return final_totals_;
+  // Relaxed: read back under consumer_mu_ by snapshots.
+  abandoned_.store(DiscardLocked(), std::memory_order_relaxed);
+  final_totals_ = Totals();
+  frozen_ = true;
+  ++wake_epoch_;
+  consumer_cv_.SignalAll();
+  return final_totals_;
+}
+
+SubscriptionTotals SubscriptionState::End() {
+  // Release: pairs with the acquire loads in Push()/Offer().
+  ended_.store(true, std::memory_order_release);
+  {
+    absl::MutexLock lock(&queue_mu_);
+    not_full_.SignalAll();
+  }
+  absl::MutexLock lock(&consumer_mu_);
+  EnsureThreadIdentity();
+  while (callback_running_ && callback_thread_ != std::this_thread::get_id()) {
+    consumer_cv_.Wait(&consumer_mu_);
+  }
+  if (frozen_) return final_totals_;
+  const uint64_t left = DiscardLocked();
+  dropped_[static_cast<size_t>(DropReason::kShutdown)].fetch_add(
+      left, std::memory_order_relaxed);
+  final_totals_ = Totals();
+  frozen_ = true;
+  ended_by_broker_ = true;
+  ++wake_epoch_;
+  consumer_cv_.SignalAll();
+  return final_totals_;
+}
+
+size_t SubscriptionState::Depth() const {
+  if (ring_ != nullptr) return ring_->Size();
+  absl::MutexLock lock(&queue_mu_);
+  return size_;
+}
+
+SubscriptionTotals SubscriptionState::Totals() const {
+  SubscriptionTotals t;
+  // Relaxed throughout: a statistics snapshot (see the class comment).
+  t.matched = matched_.value.load(std::memory_order_relaxed);
+  t.delivered = delivered_.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < kDropReasonCount; ++i) {
+    t.dropped_by_reason[i] = dropped_[i].load(std::memory_order_relaxed);
+  }
+  t.queued = Depth();
+  t.abandoned = abandoned_.load(std::memory_order_relaxed);
+  t.high_water =
+      std::max<uint64_t>(high_water_.load(std::memory_order_relaxed), t.queued);
+  return t;
+}
+
+void SubscriptionState::FillStats(v1::SubscriptionStats* out) const {
+  const SubscriptionTotals t = Totals();
+  out->set_id(id_);
+  out->set_pattern(pattern_);
+  out->set_queue_group(group_);
+  out->set_name(name_);
+  out->set_overflow(ToProto(policy_));
+  out->set_capacity(capacity_);
+  out->set_matched(t.matched);
+  out->set_delivered(t.delivered);
+  FillDropCounts(t.dropped_by_reason, out->mutable_dropped());
+  out->set_queued(t.queued);
+  out->set_abandoned(t.abandoned);
+  out->set_high_water(t.high_water);
+  out->set_callback(is_callback());
+  out->set_closed(closing());
+}
+
+}  // namespace herald::internal

@@ -1,0 +1,198 @@
+// SubscriptionState: the broker's side of one subscription — its bounded
+// queue (per overflow policy), its counters, consumer parking, and, for
+// callback subscriptions, its serial executor on the dispatcher pool.
+//
+// Design notes: docs/design/queue.md (queues, parking, accounting) and
+// docs/design/dispatcher.md (callbacks).
+//
+// Thread safety: Push()/Offer() from any publisher thread; the consumer side
+// (Receive*, RunTurn) is serialized by consumer_mu_; Close()/End() from any
+// thread.
+//
+// Invariants: every push either queues the message or counts one drop reason;
+// every pop counts one delivery (or, at close, one abandoned message, at
+// shutdown one kShutdown drop). Hence, when nothing is in flight:
+//   matched == delivered + dropped (all reasons) + queued + abandoned.
+#ifndef HERALD_BROKER_INTERNAL_SUBSCRIPTION_STATE_H_
+#define HERALD_BROKER_INTERNAL_SUBSCRIPTION_STATE_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "broker/delivery.h"
+#include "broker/internal/mpsc_ring.h"
+#include "broker/message.h"
+#include "broker/options.h"
+#include "schemas/stats.pb.h"
+
+namespace herald::internal {
+
+class Dispatcher;
+
+// A counter written by many threads, alone on its cache line.
+struct alignas(kCacheLineSize) PaddedCounter {
+  std::atomic<uint64_t> value{0};
+};
+
+// Copies per-reason counts into the stats proto.
+void FillDropCounts(const DropCounts& counts, v1::DropCounts* out);
+
+// What Push() did with a message.
+struct PushOutcome {
+  bool taken = false;
+  DropReason reason = DropReason::kQueueFull;  // When !taken.
+  Message* evicted = nullptr;  // kDropOldest: an old message the caller unrefs.
+};
+
+class SubscriptionState
+    : public std::enable_shared_from_this<SubscriptionState> {
+ public:
+  using Callback = std::function<void(const Delivery&)>;
+
+  // REQUIRES: capacity > 0 (validated by the broker).
+  SubscriptionState(uint64_t id, std::string pattern, std::string group,
+                    std::string name, OverflowPolicy policy, size_t capacity,
+                    absl::Duration block_timeout, size_t batch_limit,
+                    Callback callback, Dispatcher* dispatcher);
+  ~SubscriptionState();
+
+  uint64_t id() const { return id_; }
+  const std::string& pattern() const { return pattern_; }
+  const std::string& group() const { return group_; }
+  OverflowPolicy policy() const { return policy_; }
+  bool is_callback() const { return static_cast<bool>(callback_); }
+
+  // Publisher side. Consumes one reference to `m` when taken. Counts matched
+  // and, when not taken, the drop.
+  PushOutcome Push(Message* m);
+  // Queue-group side: queues `m` only if there is room right now (never
+  // evicts or blocks), counting matched only when taken. Consumes one
+  // reference when it returns true.
+  bool Offer(Message* m);
+
+  // Consumer side (pull subscriptions).
+  absl::StatusOr<Delivery> Receive(absl::Time deadline, std::stop_token stop);
+  absl::StatusOr<std::vector<Delivery>> ReceiveBatch(size_t max_messages,
+                                                     absl::Time deadline,
+                                                     std::stop_token stop);
+
+  // Callback subscriptions: delivers up to the batch limit on the calling
+  // dispatcher thread. Returns true if it should be scheduled again.
+  bool RunTurn();
+
+  // First step of closing: publishers from now on count kClosed, and blocked
+  // publishers and consumers wake up.
+  void MarkClosing();
+  // Last step of closing, once no publisher can reach this subscription:
+  // waits out a running callback (unless called from inside it), counts what
+  // is left in the queue as abandoned and freezes the totals. Idempotent: a
+  // later call returns the same totals.
+  SubscriptionTotals FinishClose();
+  // Ends the subscription at broker shutdown: what is left in the queue is
+  // dropped (kShutdown), receivers get kOutOfRange, totals freeze.
+  SubscriptionTotals End();
+
+  bool closing() const { return closing_.load(std::memory_order_acquire); }
+  // True once FinishClose() ran: the application closed it.
+  bool owner_closed() const {
+    return owner_closed_.load(std::memory_order_acquire);
+  }
+  // Messages currently queued.
+  size_t Depth() const;
+  // A live snapshot of the counters (see the accounting note above).
+  SubscriptionTotals Totals() const;
+  void FillStats(v1::SubscriptionStats* out) const;
+
+ private:
+  struct LockedEntry {
+    Message* message;
+    uint64_t sequence;
+  };
+
+  bool PopLocked(Delivery* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  bool HasMessageLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  // Wakes a parked consumer or schedules the callback executor.
+  void AfterPush();
+  void CountDrop(DropReason reason) {
+    // Relaxed: statistics; the accounting identity is read once quiescent.
+    dropped_[static_cast<size_t>(reason)].fetch_add(1,
+                                                    std::memory_order_relaxed);
+  }
+  uint64_t DroppedTotal() const;
+  // Empties the queue, returning how many messages it held.
+  uint64_t DiscardLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  // Waits until something may have changed, `deadline` passes or `stop` is
+  // requested. Returns false on timeout.
+  bool WaitLocked(absl::Time deadline, const std::stop_token& stop)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  absl::Status EndedStatusLocked() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+
+  const uint64_t id_;
+  const std::string pattern_;
+  const std::string group_;
+  const std::string name_;
+  const OverflowPolicy policy_;
+  const size_t capacity_;
+  const absl::Duration block_timeout_;
+  const size_t batch_limit_;
+  const Callback callback_;
+  Dispatcher* const dispatcher_;
+
+  // kDropNewest: the lock-free ring.
+  std::unique_ptr<MpscRing<Message*>> ring_;
+
+  // kDropOldest and kBlock: a ring buffer under queue_mu_.
+  mutable absl::Mutex queue_mu_ ABSL_ACQUIRED_AFTER(consumer_mu_);
+  absl::CondVar not_full_;  // kBlock publishers wait here.
+  std::vector<LockedEntry> buffer_ ABSL_GUARDED_BY(queue_mu_);
+  size_t head_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  size_t size_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  uint64_t admitted_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  int blocked_publishers_ ABSL_GUARDED_BY(queue_mu_) = 0;
+
+  // Written by publishers.
+  PaddedCounter matched_;
+  std::array<std::atomic<uint64_t>, kDropReasonCount> dropped_{};
+  std::atomic<bool> closing_{false};
+  std::atomic<bool> ended_{false};
+  std::atomic<bool> owner_closed_{false};
+
+  // Consumer side. consumer_mu_ serializes every pop (the ring has one
+  // consumer) and is the event count's mutex for parking.
+  mutable absl::Mutex consumer_mu_;
+  absl::CondVar consumer_cv_;
+  uint64_t wake_epoch_ ABSL_GUARDED_BY(consumer_mu_) = 0;
+  bool frozen_ ABSL_GUARDED_BY(consumer_mu_) = false;
+  bool ended_by_broker_ ABSL_GUARDED_BY(consumer_mu_) = false;
+  bool callback_running_ ABSL_GUARDED_BY(consumer_mu_) = false;
+  std::thread::id callback_thread_ ABSL_GUARDED_BY(consumer_mu_);
+  uint64_t dropped_seen_ ABSL_GUARDED_BY(consumer_mu_) = 0;
+  SubscriptionTotals final_totals_ ABSL_GUARDED_BY(consumer_mu_);
+  // Single writer (the consumer, under consumer_mu_); read by snapshots.
+  alignas(kCacheLineSize) std::atomic<uint64_t> delivered_{0};
+  std::atomic<uint64_t> abandoned_{0};
+  std::atomic<uint64_t> high_water_{0};
+
+  // Pull: consumers announced as about to park (event count).
+  alignas(kCacheLineSize) std::atomic<uint32_t> waiters_{0};
+  // Callback: an executor turn is scheduled or running.
+  std::atomic<bool> scheduled_{false};
+};
+
+}  // namespace herald::internal
+
+#endif  // HERALD_BROKER_INTERNAL_SUBSCRIPTION_STATE_H_

@@ -1,0 +1,87 @@
+#include "broker/subscription.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "broker/internal/broker_core.h"
+#include "broker/internal/subscription_state.h"
+
+namespace herald {
+
+Subscription::Subscription(std::shared_ptr<internal::SubscriptionState> state,
+                           std::weak_ptr<internal::BrokerCore> core)
+    : state_(std::move(state)), core_(std::move(core)) {}
+
+Subscription::Subscription(Subscription&& other) noexcept
+    : state_(std::move(other.state_)), core_(std::move(other.core_)) {}
+
+Subscription& Subscription::operator=(Subscription&& other) noexcept {
+  if (this != &other) {
+    // Closing the subscription this handle held: its totals are not wanted,
+    // and closing a held subscription cannot fail.
+    if (state_ != nullptr) Close().IgnoreError();
+    state_ = std::move(other.state_);
+    core_ = std::move(other.core_);
+  }
+  return *this;
+}
+
+Subscription::~Subscription() {
+  // Closing cannot fail for a held subscription; the totals are not wanted.
+  if (state_ != nullptr) Close().IgnoreError();
+}
+
+bool Subscription::valid() const {
+  return state_ != nullptr && !state_->owner_closed();
+}
+
+uint64_t Subscription::id() const {
+  return state_ != nullptr ? state_->id() : 0;
+}
+
+absl::Status Subscription::CheckOpen() const {
+  if (state_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "subscription handle is empty (default-constructed or moved from)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Delivery> Subscription::Receive(absl::Time deadline,
+                                               std::stop_token stop) {
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  return state_->Receive(deadline, std::move(stop));
+}
+
+absl::StatusOr<Delivery> Subscription::Receive(absl::Duration timeout,
+                                               std::stop_token stop) {
+  return Receive(absl::Now() + timeout, std::move(stop));
+}
+
+absl::StatusOr<Delivery> Subscription::TryReceive() {
+  return Receive(absl::InfinitePast());
+}
+
+absl::StatusOr<std::vector<Delivery>> Subscription::ReceiveBatch(
+    size_t max_messages, absl::Time deadline, std::stop_token stop) {
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  return state_->ReceiveBatch(max_messages, deadline, std::move(stop));
+}
+
+absl::StatusOr<SubscriptionTotals> Subscription::Close() {
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  if (std::shared_ptr<internal::BrokerCore> core = core_.lock()) {
+    return core->Unsubscribe(state_);
+  }
+  // The broker is gone; it ended the subscription when it shut down.
+  state_->MarkClosing();
+  return state_->FinishClose();
+}
+
+absl::StatusOr<SubscriptionTotals> Subscription::Totals() const {
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  return state_->Totals();
+}
+
+}  // namespace herald
