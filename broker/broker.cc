@@ -4,6 +4,7 @@
 
 #include "absl/time/clock.h"
 #include "broker/internal/broker_core.h"
+#include "broker/internal/thread_identity.h"
 #include "broker/util/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -31,6 +32,7 @@ TopicHandle& TopicHandle::operator=(TopicHandle&& other) noexcept {
 TopicHandle::~TopicHandle() { Reset(); }
 
 void TopicHandle::Reset() {
+  internal::EnsureThreadIdentity();
   if (entry_ != nullptr) core_->ReleaseTopic(entry_);
   entry_ = nullptr;
   core_.reset();
@@ -38,6 +40,7 @@ void TopicHandle::Reset() {
 
 absl::StatusOr<PublishResult> TopicHandle::Publish(absl::string_view payload,
                                                    const Headers& headers) {
+  internal::EnsureThreadIdentity();
   if (entry_ == nullptr) {
     return absl::FailedPreconditionError(
         "topic handle is empty (default-constructed or moved from)");
@@ -61,26 +64,33 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(BrokerOptions options) {
 Broker::Broker(std::shared_ptr<internal::BrokerCore> core)
     : core_(std::move(core)) {}
 
-Broker::~Broker() { core_->Shutdown(absl::InfinitePast()); }
+Broker::~Broker() {
+  internal::EnsureThreadIdentity();
+  core_->Shutdown(absl::InfinitePast());
+}
 
 absl::StatusOr<PublishResult> Broker::Publish(absl::string_view topic,
                                               absl::string_view payload,
                                               const Headers& headers) {
+  internal::EnsureThreadIdentity();
   return core_->Publish(topic, payload, headers);
 }
 
 absl::StatusOr<TopicHandle> Broker::Topic(absl::string_view topic) {
+  internal::EnsureThreadIdentity();
   return core_->Topic(topic);
 }
 
 absl::StatusOr<Subscription> Broker::Subscribe(absl::string_view pattern,
                                                SubscriptionOptions options) {
+  internal::EnsureThreadIdentity();
   return core_->Subscribe(pattern, options, nullptr);
 }
 
 absl::StatusOr<Subscription> Broker::Subscribe(absl::string_view pattern,
                                                SubscriptionOptions options,
                                                Callback callback) {
+  internal::EnsureThreadIdentity();
   if (callback == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("subscribe to \"", pattern, "\": the callback is empty"));
@@ -88,9 +98,13 @@ absl::StatusOr<Subscription> Broker::Subscribe(absl::string_view pattern,
   return core_->Subscribe(pattern, options, std::move(callback));
 }
 
-v1::BrokerStats Broker::Stats() const { return core_->Stats(); }
+v1::BrokerStats Broker::Stats() const {
+  internal::EnsureThreadIdentity();
+  return core_->Stats();
+}
 
 v1::BrokerStats Broker::Shutdown(absl::Time drain_deadline) {
+  internal::EnsureThreadIdentity();
   return core_->Shutdown(drain_deadline);
 }
 

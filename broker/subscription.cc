@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "broker/internal/broker_core.h"
 #include "broker/internal/subscription_state.h"
+#include "broker/internal/thread_identity.h"
 
 namespace herald {
 
@@ -41,6 +42,7 @@ uint64_t Subscription::id() const {
 }
 
 absl::Status Subscription::CheckOpen() const {
+  internal::EnsureThreadIdentity();
   if (state_ == nullptr) {
     return absl::FailedPreconditionError(
         "subscription handle is empty (default-constructed or moved from)");
