@@ -44,8 +44,9 @@ absl::Status BrokerCore::Validate(const BrokerOptions& o) {
   }
   if (o.default_queue_capacity < 1 ||
       o.default_queue_capacity > o.max_queue_capacity) {
-    return OutOfRange("broker option default_queue_capacity",
-                      o.default_queue_capacity, "[1, max_queue_capacity]");
+    return OutOfRange(
+        "broker option default_queue_capacity", o.default_queue_capacity,
+        absl::StrCat("[1, ", o.max_queue_capacity, "] (max_queue_capacity)"));
   }
   if (o.max_message_bytes < 1 || o.max_message_bytes > (size_t{1} << 30)) {
     return OutOfRange("broker option max_message_bytes", o.max_message_bytes,
