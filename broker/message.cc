@@ -48,7 +48,6 @@ Message* Message::Create(absl::string_view topic, absl::string_view payload,
   m->header_bytes_ = static_cast<uint32_t>(header_bytes);
   m->payload_size_ = payload.size();
   m->publish_time_unix_ns_ = absl::ToUnixNanos(publish_time);
-  m->allocation_size_ = total;
 
   auto* entries = reinterpret_cast<HeaderEntry*>(m + 1);
   char* bytes = reinterpret_cast<char*>(entries + headers.size());
@@ -82,9 +81,8 @@ HeadersView Message::headers() const {
 }
 
 void Message::Destroy() {
-  const size_t size = allocation_size_;
   this->~Message();
-  ::operator delete(static_cast<void*>(this), size);
+  ::operator delete(static_cast<void*>(this));
 }
 
 }  // namespace herald

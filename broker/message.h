@@ -133,7 +133,6 @@ class Message {
   uint32_t header_bytes_ = 0;
   uint64_t payload_size_ = 0;
   int64_t publish_time_unix_ns_ = 0;
-  size_t allocation_size_ = 0;
   // Followed in the same allocation by: HeaderEntry[header_count_], then the
   // topic bytes, the payload bytes, and the header keys and values.
 };
