@@ -55,8 +55,10 @@ class Subscription {
   // (a deadline in the past polls once), kCancelled if `stop` was requested,
   // kOutOfRange once the broker ended the subscription (shutdown) and the
   // queue is drained, and kFailedPrecondition on an empty or closed handle or
-  // a callback subscription. After drops, the result's missed() says how many
-  // messages were dropped since the previous delivery.
+  // a callback subscription. A queued message is returned even when the
+  // deadline has passed or `stop` was already requested. After drops, the
+  // result's missed() says how many messages were dropped since the previous
+  // delivery.
   absl::StatusOr<Delivery> Receive(absl::Time deadline,
                                    std::stop_token stop = {});
   // As above, with a timeout; a timeout <= 0 polls once.

@@ -296,8 +296,10 @@ v1::BrokerStats BrokerCore::Stats() const {
     out.set_closed_matched(closed_totals_.matched);
     out.set_closed_delivered(closed_totals_.delivered);
     out.set_closed_abandoned(closed_totals_.abandoned);
+    const uint64_t closed_groups_full = out.closed_dropped().group_full();
     FillDropCounts(closed_totals_.dropped_by_reason,
                    out.mutable_closed_dropped());
+    out.mutable_closed_dropped()->set_group_full(closed_groups_full);
     subs.reserve(subs_.size());
     for (const auto& [id, s] : subs_) subs.push_back(s);
   }

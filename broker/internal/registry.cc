@@ -40,7 +40,10 @@ bool GroupState::Offer(Message* m) {
     // Relaxed: only spreads the load; any start is correct.
     const uint64_t start = next_.value.fetch_add(1, std::memory_order_relaxed);
     for (size_t i = 0; i < n; ++i) {
-      if (members[(start + i) % n]->Offer(m)) return true;
+      if (members[(start + i) % n]->Offer(m)) {
+        taken_.value.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
     }
   }
   group_full_.value.fetch_add(1, std::memory_order_relaxed);
@@ -80,6 +83,7 @@ void GroupState::FillStats(v1::GroupStats* out) const {
       group_full_.value.load(std::memory_order_relaxed);
   FillDropCounts(drops, out->mutable_dropped());
   out->set_members(member_count());
+  out->set_taken(taken_.value.load(std::memory_order_relaxed));
 }
 
 // ------------------------------------------------------------------ Registry
@@ -368,8 +372,17 @@ void Registry::Remove(SubscriptionState* s) {
       }
     }
   }
-  // After this, no publisher holds a list (or member list) naming `s`.
+  // After this, no publisher holds a list (or member list) naming `s`, and
+  // the counters of a removed group are final.
   SynchronizeAll();
+  for (const auto& group : retired.groups) {
+    // Relaxed: statistics.
+    closed_groups_matched_.fetch_add(group->matched(),
+                                     std::memory_order_relaxed);
+    closed_groups_taken_.fetch_add(group->taken(), std::memory_order_relaxed);
+    closed_groups_full_.fetch_add(group->group_full(),
+                                  std::memory_order_relaxed);
+  }
 }
 
 absl::StatusOr<TopicEntry*> Registry::AcquireTopic(absl::string_view topic) {
@@ -433,6 +446,12 @@ void Registry::FillStats(v1::BrokerStats* out) const {
   out->set_published(published);
   out->set_published_unmatched(unmatched);
   out->set_topics(topic_count_.load(std::memory_order_relaxed));
+  out->set_closed_groups_matched(
+      closed_groups_matched_.load(std::memory_order_relaxed));
+  out->set_closed_groups_taken(
+      closed_groups_taken_.load(std::memory_order_relaxed));
+  out->mutable_closed_dropped()->set_group_full(
+      closed_groups_full_.load(std::memory_order_relaxed));
   absl::ReaderMutexLock writers(&writers_mu_);
   for (const auto& [key, group] : groups_) group->FillStats(out->add_groups());
 }

@@ -61,12 +61,22 @@ class GroupState {
   size_t member_count() const;
 
   void FillStats(v1::GroupStats* out) const;
+  // Relaxed reads of the counters (final once the group is unreachable).
+  uint64_t matched() const {
+    return matched_.value.load(std::memory_order_relaxed);
+  }
+  uint64_t taken() const { return taken_.value.load(std::memory_order_relaxed); }
+  uint64_t group_full() const {
+    return group_full_.value.load(std::memory_order_relaxed);
+  }
 
  private:
   const std::string pattern_;
   const std::string name_;
   std::atomic<const MemberList*> members_;
+  // matched == taken + group_full once no Offer() is in flight.
   PaddedCounter matched_;
+  PaddedCounter taken_;
   PaddedCounter group_full_;
   PaddedCounter next_;
 };
@@ -129,6 +139,7 @@ class Registry {
   // Waits until every publisher pinned anywhere now has unpinned.
   void SynchronizeAll();
 
+  // Also adds the removed groups' group_full drops to closed_dropped.
   void FillStats(v1::BrokerStats* out) const;
 
  private:
@@ -192,6 +203,10 @@ class Registry {
       ABSL_GUARDED_BY(writers_mu_);
   // Read without writers_mu_ by publishers: 0 means no wildcard target.
   std::atomic<size_t> wildcard_count_{0};
+  // Counters of queue groups already removed (their last member closed).
+  std::atomic<uint64_t> closed_groups_matched_{0};
+  std::atomic<uint64_t> closed_groups_taken_{0};
+  std::atomic<uint64_t> closed_groups_full_{0};
 };
 
 }  // namespace herald::internal

@@ -298,6 +298,7 @@ TEST(DropReasonTest, GroupFullCountsOnTheGroupWhenEveryMemberIsFull) {
   EXPECT_EQ(stats.groups(0).matched(), 2 + kDrops);
   EXPECT_EQ(stats.groups(0).dropped().group_full(), kDrops);
   EXPECT_EQ(stats.groups(0).members(), 2u);
+  EXPECT_EQ(stats.groups(0).taken(), 2u);
   auto ta = a->Close();
   auto tb = b->Close();
   ASSERT_THAT(ta, IsOk());
@@ -306,6 +307,13 @@ TEST(DropReasonTest, GroupFullCountsOnTheGroupWhenEveryMemberIsFull) {
   EXPECT_EQ(ta->matched, 1u);
   EXPECT_EQ(tb->matched, 1u);
   EXPECT_EQ(ta->dropped() + tb->dropped(), 0u);
+  // The group is gone with its last member; its counts are not.
+  const v1::BrokerStats after = broker->Stats();
+  EXPECT_EQ(after.groups_size(), 0);
+  EXPECT_EQ(after.closed_groups_matched(), 2 + kDrops);
+  EXPECT_EQ(after.closed_groups_taken(), 2u);
+  EXPECT_EQ(after.closed_dropped().group_full(), kDrops);
+  EXPECT_EQ(after.closed_matched(), 2u);  // The members' own totals.
 }
 
 TEST(SubscriptionTest, ReceiveTimesOutWithDeadlineExceeded) {
