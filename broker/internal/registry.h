@@ -65,7 +65,9 @@ class GroupState {
   uint64_t matched() const {
     return matched_.value.load(std::memory_order_relaxed);
   }
-  uint64_t taken() const { return taken_.value.load(std::memory_order_relaxed); }
+  uint64_t taken() const {
+    return taken_.value.load(std::memory_order_relaxed);
+  }
   uint64_t group_full() const {
     return group_full_.value.load(std::memory_order_relaxed);
   }
