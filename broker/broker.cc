@@ -114,6 +114,8 @@ v1::BrokerStats Broker::Shutdown(absl::Duration drain_timeout) {
 
 const BrokerOptions& Broker::options() const { return core_->options(); }
 
+internal::BrokerCore& internal::CoreOf(Broker& broker) { return *broker.core_; }
+
 absl::StatusOr<std::string> StatsToJson(const v1::BrokerStats& stats) {
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;

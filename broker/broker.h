@@ -33,9 +33,13 @@
 
 namespace herald {
 
+class Broker;
+
 namespace internal {
 class BrokerCore;
 struct TopicEntry;
+// Herald's own layers (the network server) reach the core through this.
+BrokerCore& CoreOf(Broker& broker);
 }  // namespace internal
 
 // A handle on one topic, for repeated publishing without the topic lookup.
@@ -134,6 +138,7 @@ class Broker {
   const BrokerOptions& options() const;
 
  private:
+  friend internal::BrokerCore& internal::CoreOf(Broker& broker);
   explicit Broker(std::shared_ptr<internal::BrokerCore> core);
   std::shared_ptr<internal::BrokerCore> core_;
 };

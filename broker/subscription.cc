@@ -81,6 +81,10 @@ absl::StatusOr<SubscriptionTotals> Subscription::Close() {
   return state_->FinishClose();
 }
 
+internal::SubscriptionState* internal::StateOf(Subscription& subscription) {
+  return subscription.state_.get();
+}
+
 absl::StatusOr<SubscriptionTotals> Subscription::Totals() const {
   if (absl::Status s = CheckOpen(); !s.ok()) return s;
   return state_->Totals();

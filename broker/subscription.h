@@ -22,9 +22,13 @@
 
 namespace herald {
 
+class Subscription;
+
 namespace internal {
 class BrokerCore;
 class SubscriptionState;
+// Herald's own layers (the network server) reach the state through this.
+SubscriptionState* StateOf(Subscription& subscription);
 }  // namespace internal
 
 // Thread safety: the receive calls (Receive, TryReceive, ReceiveBatch) are for
@@ -91,6 +95,7 @@ class Subscription {
 
  private:
   friend class internal::BrokerCore;
+  friend internal::SubscriptionState* internal::StateOf(Subscription&);
   Subscription(std::shared_ptr<internal::SubscriptionState> state,
                std::weak_ptr<internal::BrokerCore> core);
   absl::Status CheckOpen() const;

@@ -72,7 +72,8 @@ BrokerCore::~BrokerCore() { Shutdown(absl::InfinitePast()); }
 
 absl::Status BrokerCore::CheckMessage(absl::string_view topic,
                                       absl::string_view payload,
-                                      const Headers& headers) {
+                                      const Headers& headers,
+                                      bool allow_reserved) {
   // Relaxed on the refusal counters: statistics.
   if (absl::Status s = ValidateTopic(topic); !s.ok()) {
     refused_invalid_.fetch_add(1, std::memory_order_relaxed);
@@ -84,7 +85,7 @@ absl::Status BrokerCore::CheckMessage(absl::string_view topic,
       return absl::InvalidArgumentError(
           absl::StrCat("publish to \"", topic, "\": empty header key"));
     }
-    if (absl::StartsWith(h.key, kReservedHeaderPrefix)) {
+    if (!allow_reserved && absl::StartsWith(h.key, kReservedHeaderPrefix)) {
       refused_invalid_.fetch_add(1, std::memory_order_relaxed);
       return absl::InvalidArgumentError(
           absl::StrCat("publish to \"", topic, "\": header key \"", h.key,
@@ -103,7 +104,7 @@ absl::Status BrokerCore::CheckMessage(absl::string_view topic,
 
 PublishResult BrokerCore::FanOut(const MatchList* list, absl::string_view topic,
                                  absl::string_view payload,
-                                 const Headers& headers) {
+                                 const Headers& headers, bool may_block) {
   PublishResult result;
   if (list == nullptr || list->empty()) return result;
   const uint32_t targets = static_cast<uint32_t>(list->size());
@@ -112,7 +113,7 @@ PublishResult BrokerCore::FanOut(const MatchList* list, absl::string_view topic,
   Message* m = Message::Create(topic, payload, headers, absl::Now(), targets);
   uint32_t unused = 0;
   for (SubscriptionState* s : list->subscriptions) {
-    const PushOutcome outcome = s->Push(m);
+    const PushOutcome outcome = s->Push(m, may_block);
     if (outcome.taken) {
       ++result.taken;
     } else {
@@ -139,8 +140,10 @@ PublishResult BrokerCore::FanOut(const MatchList* list, absl::string_view topic,
 
 absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
                                                   absl::string_view payload,
-                                                  const Headers& headers) {
-  HERALD_RETURN_IF_ERROR(CheckMessage(topic, payload, headers));
+                                                  const Headers& headers,
+                                                  PublishFlags flags) {
+  HERALD_RETURN_IF_ERROR(
+      CheckMessage(topic, payload, headers, flags.allow_reserved_headers));
   const size_t shard = registry_.ShardOf(topic);
   const uint32_t pin = registry_.Pin(shard);
   // Acquire: pairs with the store in Shutdown(); a publish that sees false
@@ -154,7 +157,8 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
   TopicEntry* entry = nullptr;
   std::unique_ptr<MatchList> uncached;
   const MatchList* list = registry_.Lookup(shard, topic, &entry, &uncached);
-  const PublishResult result = FanOut(list, topic, payload, headers);
+  const PublishResult result =
+      FanOut(list, topic, payload, headers, flags.may_block);
   if (entry != nullptr) {
     // Relaxed: statistics.
     entry->published.value.fetch_add(1, std::memory_order_relaxed);
@@ -166,7 +170,8 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
 
 absl::StatusOr<PublishResult> BrokerCore::PublishToEntry(
     TopicEntry* entry, absl::string_view payload, const Headers& headers) {
-  HERALD_RETURN_IF_ERROR(CheckMessage(entry->name, payload, headers));
+  HERALD_RETURN_IF_ERROR(CheckMessage(entry->name, payload, headers,
+                                      /*allow_reserved=*/false));
   const size_t shard = registry_.ShardOf(entry->name);
   const uint32_t pin = registry_.Pin(shard);
   if (shutting_down_.load(std::memory_order_acquire)) {
@@ -179,7 +184,7 @@ absl::StatusOr<PublishResult> BrokerCore::PublishToEntry(
   // keeps the entry; the pin keeps the list.
   const PublishResult result =
       FanOut(entry->list.load(std::memory_order_acquire), entry->name, payload,
-             headers);
+             headers, /*may_block=*/true);
   entry->published.value.fetch_add(1, std::memory_order_relaxed);
   registry_.CountPublish(shard, result.matched > 0);
   registry_.Unpin(shard, pin);
@@ -233,7 +238,7 @@ absl::Status BrokerCore::CheckSubscribe(absl::string_view pattern,
 
 absl::StatusOr<Subscription> BrokerCore::Subscribe(
     absl::string_view pattern, const SubscriptionOptions& options,
-    Broker::Callback callback) {
+    Broker::Callback callback, SubscriptionState::Notifier notifier) {
   if (absl::Status s = CheckSubscribe(pattern, options, callback != nullptr);
       !s.ok()) {
     subscribe_refused_.fetch_add(1, std::memory_order_relaxed);
@@ -252,7 +257,7 @@ absl::StatusOr<Subscription> BrokerCore::Subscribe(
         options.overflow.value_or(options_.default_overflow),
         options.queue_capacity.value_or(options_.default_queue_capacity),
         options.block_timeout, options.callback_batch_limit,
-        std::move(callback), &dispatcher_);
+        std::move(callback), std::move(notifier), &dispatcher_);
     subs_.emplace(state->id(), state);
   }
   if (absl::Status s = registry_.Add(state.get()); !s.ok()) {

@@ -28,6 +28,15 @@
 
 namespace herald::internal {
 
+// How a publish may behave beyond Broker::Publish()'s contract.
+struct PublishFlags {
+  // Herald's own layers (the SDK) may set `herald-` headers.
+  bool allow_reserved_headers = false;
+  // False for the network server's I/O thread, which must never wait: a
+  // full kBlock queue then drops at once (kBlockTimeout).
+  bool may_block = true;
+};
+
 class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
  public:
   // kInvalidArgument naming the first option out of range.
@@ -41,16 +50,25 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
 
   absl::StatusOr<PublishResult> Publish(absl::string_view topic,
                                         absl::string_view payload,
-                                        const Headers& headers);
+                                        const Headers& headers,
+                                        PublishFlags flags = {});
+  // A publish from the network: never blocks, may carry `herald-` headers.
+  absl::StatusOr<PublishResult> PublishFromNetwork(absl::string_view topic,
+                                                   absl::string_view payload,
+                                                   const Headers& headers) {
+    return Publish(topic, payload, headers,
+                   {.allow_reserved_headers = true, .may_block = false});
+  }
   absl::StatusOr<PublishResult> PublishToEntry(TopicEntry* entry,
                                                absl::string_view payload,
                                                const Headers& headers);
   absl::StatusOr<TopicHandle> Topic(absl::string_view topic);
   void ReleaseTopic(TopicEntry* entry) { registry_.ReleaseTopic(entry); }
 
-  absl::StatusOr<Subscription> Subscribe(absl::string_view pattern,
-                                         const SubscriptionOptions& options,
-                                         Broker::Callback callback);
+  absl::StatusOr<Subscription> Subscribe(
+      absl::string_view pattern, const SubscriptionOptions& options,
+      Broker::Callback callback,
+      SubscriptionState::Notifier notifier = nullptr);
   // Closes `state` (see Subscription::Close()).
   SubscriptionTotals Unsubscribe(
       const std::shared_ptr<SubscriptionState>& state);
@@ -61,13 +79,14 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
  private:
   // Checks what Publish() must refuse, counting the refusal.
   absl::Status CheckMessage(absl::string_view topic, absl::string_view payload,
-                            const Headers& headers);
+                            const Headers& headers, bool allow_reserved);
   absl::Status CheckSubscribe(absl::string_view pattern,
                               const SubscriptionOptions& options,
                               bool callback) const;
   // Gives one message to every target of `list`. REQUIRES: pinned.
   PublishResult FanOut(const MatchList* list, absl::string_view topic,
-                       absl::string_view payload, const Headers& headers);
+                       absl::string_view payload, const Headers& headers,
+                       bool may_block);
 
   const BrokerOptions options_;
   Registry registry_;

@@ -55,7 +55,7 @@ SubscriptionState::SubscriptionState(uint64_t id, std::string pattern,
                                      OverflowPolicy policy, size_t capacity,
                                      absl::Duration block_timeout,
                                      size_t batch_limit, Callback callback,
-                                     Dispatcher* dispatcher)
+                                     Notifier notifier, Dispatcher* dispatcher)
     : id_(id),
       pattern_(std::move(pattern)),
       group_(std::move(group)),
@@ -65,6 +65,7 @@ SubscriptionState::SubscriptionState(uint64_t id, std::string pattern,
       block_timeout_(block_timeout),
       batch_limit_(batch_limit),
       callback_(std::move(callback)),
+      notifier_(std::move(notifier)),
       dispatcher_(dispatcher) {
   HERALD_CHECK(capacity_ > 0);
   if (policy_ == OverflowPolicy::kDropNewest) {
@@ -80,7 +81,7 @@ SubscriptionState::~SubscriptionState() {
   DiscardLocked();
 }
 
-PushOutcome SubscriptionState::Push(Message* m) {
+PushOutcome SubscriptionState::Push(Message* m, bool may_block) {
   // Relaxed: statistics; the accounting identity is read once quiescent.
   matched_.value.fetch_add(1, std::memory_order_relaxed);
   // Acquire: pairs with the release in MarkClosing()/End().
@@ -121,7 +122,8 @@ PushOutcome SubscriptionState::Push(Message* m) {
     case OverflowPolicy::kBlock: {
       absl::MutexLock lock(&queue_mu_);
       if (size_ == capacity_) {
-        const absl::Time deadline = absl::Now() + block_timeout_;
+        const absl::Time deadline =
+            may_block ? absl::Now() + block_timeout_ : absl::InfinitePast();
         EnsureThreadIdentity();
         ++blocked_publishers_;
         while (size_ == capacity_ &&
@@ -181,6 +183,14 @@ bool SubscriptionState::Offer(Message* m) {
 }
 
 void SubscriptionState::AfterPush() {
+  if (notifier_) {
+    // Seq_cst: the same Dekker pair as for callbacks, with Rearm().
+    if (!scheduled_.load(std::memory_order_seq_cst) &&
+        !scheduled_.exchange(true, std::memory_order_seq_cst)) {
+      notifier_();
+    }
+    return;
+  }
   if (callback_) {
     // Seq_cst: with the ring's seq_cst slot store, forms a Dekker pair with
     // RunTurn()'s seq_cst store of false followed by its emptiness check, so
@@ -357,6 +367,18 @@ bool SubscriptionState::RunTurn() {
   {
     absl::MutexLock lock(&consumer_mu_);
     if (frozen_ || closing_.load(std::memory_order_acquire)) return false;
+    more = HasMessageLocked();
+  }
+  return more && !scheduled_.exchange(true, std::memory_order_seq_cst);
+}
+
+bool SubscriptionState::Rearm() {
+  // Seq_cst: see AfterPush().
+  scheduled_.store(false, std::memory_order_seq_cst);
+  bool more;
+  {
+    absl::MutexLock lock(&consumer_mu_);
+    if (frozen_) return false;
     more = HasMessageLocked();
   }
   return more && !scheduled_.exchange(true, std::memory_order_seq_cst);

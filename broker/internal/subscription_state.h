@@ -61,12 +61,17 @@ class SubscriptionState
     : public std::enable_shared_from_this<SubscriptionState> {
  public:
   using Callback = std::function<void(const Delivery&)>;
+  // Called on a publisher's thread when a message arrives and the
+  // subscription is not already marked ready (see Rearm()). Must not block.
+  using Notifier = std::function<void()>;
 
-  // REQUIRES: capacity > 0 (validated by the broker).
+  // REQUIRES: capacity > 0 (validated by the broker); at most one of
+  // `callback` and `notifier` set.
   SubscriptionState(uint64_t id, std::string pattern, std::string group,
                     std::string name, OverflowPolicy policy, size_t capacity,
                     absl::Duration block_timeout, size_t batch_limit,
-                    Callback callback, Dispatcher* dispatcher);
+                    Callback callback, Notifier notifier,
+                    Dispatcher* dispatcher);
   ~SubscriptionState();
 
   uint64_t id() const { return id_; }
@@ -76,8 +81,9 @@ class SubscriptionState
   bool is_callback() const { return static_cast<bool>(callback_); }
 
   // Publisher side. Consumes one reference to `m` when taken. Counts matched
-  // and, when not taken, the drop.
-  PushOutcome Push(Message* m);
+  // and, when not taken, the drop. With `may_block` false, a full kBlock
+  // queue drops at once (kBlockTimeout).
+  PushOutcome Push(Message* m, bool may_block = true);
   // Queue-group side: queues `m` only if there is room right now (never
   // evicts or blocks), counting matched only when taken. Consumes one
   // reference when it returns true.
@@ -92,6 +98,12 @@ class SubscriptionState
   // Callback subscriptions: delivers up to the batch limit on the calling
   // dispatcher thread. Returns true if it should be scheduled again.
   bool RunTurn();
+
+  // Notifier subscriptions (the network server): after draining, clears the
+  // "ready" mark so that the next push notifies again. Returns true if a
+  // message arrived meanwhile (the subscription is still marked ready and
+  // the caller should drain it again).
+  bool Rearm();
 
   // First step of closing: publishers from now on count kClosed, and blocked
   // publishers and consumers wake up.
@@ -150,6 +162,7 @@ class SubscriptionState
   const absl::Duration block_timeout_;
   const size_t batch_limit_;
   const Callback callback_;
+  const Notifier notifier_;
   Dispatcher* const dispatcher_;
 
   // kDropNewest: the lock-free ring.
@@ -189,7 +202,8 @@ class SubscriptionState
 
   // Pull: consumers announced as about to park (event count).
   alignas(kCacheLineSize) std::atomic<uint32_t> waiters_{0};
-  // Callback: an executor turn is scheduled or running.
+  // Callback: an executor turn is scheduled or running. Notifier: marked
+  // ready (notified and not yet re-armed).
   std::atomic<bool> scheduled_{false};
 };
 

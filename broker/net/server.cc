@@ -1,0 +1,1064 @@
+#include "broker/net/server.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "broker/internal/broker_core.h"
+#include "broker/internal/subscription_state.h"
+#include "broker/internal/thread_identity.h"
+#include "broker/net/framing.h"
+#include "broker/topic.h"
+#include "broker/util/check.h"
+#include "broker/util/status_macros.h"
+#include "zmq.hpp"
+#include "zmq_addon.hpp"
+
+namespace herald::net {
+namespace {
+
+// Messages one subscription may send per loop turn, so that one busy
+// subscription does not starve the others or the socket's input.
+constexpr size_t kDeliverBatch = 64;
+constexpr size_t kTurnBudget = 256;
+// How many incoming messages are handled per socket per loop turn.
+constexpr int kReceiveBudget = 256;
+// Frames ZeroMQ may hold per message sent: routing id, magic, envelope,
+// payload. The ROUTER's send high-water mark is set from the credit cap so
+// that it never binds (docs/protocol.md).
+constexpr size_t kFramesPerDelivery = 4;
+// Slack above max_message_bytes before libzmq drops a connection
+// (ZMQ_MAXMSGSIZE): frames in between get an Error reply.
+constexpr int64_t kHardCapSlack = int64_t{1} << 20;
+// The plain subscribe endpoint's key in the ready set (sessions use >= 1).
+constexpr uint64_t kPlainFeedKey = 0;
+
+absl::Status ValidateOptions(const ServerOptions& o) {
+  if (o.sdk_endpoint.empty() && o.publish_endpoint.empty() &&
+      o.subscribe_endpoint.empty()) {
+    return absl::InvalidArgumentError("server: every endpoint is empty");
+  }
+  if (o.max_clients == 0 || o.max_subscriptions_per_client == 0 ||
+      o.max_batch_messages == 0 || o.max_credit == 0 ||
+      o.plain_queue_capacity == 0) {
+    return absl::InvalidArgumentError(
+        "server: max_clients, max_subscriptions_per_client, "
+        "max_batch_messages, max_credit and plain_queue_capacity must be > 0");
+  }
+  if (o.session_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("server: session_ttl must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+OverflowPolicy FromProto(v1::OverflowPolicy p, OverflowPolicy fallback) {
+  switch (p) {
+    case v1::OVERFLOW_POLICY_DROP_NEWEST:
+      return OverflowPolicy::kDropNewest;
+    case v1::OVERFLOW_POLICY_DROP_OLDEST:
+      return OverflowPolicy::kDropOldest;
+    case v1::OVERFLOW_POLICY_BLOCK:
+      return OverflowPolicy::kBlock;
+    default:
+      return fallback;
+  }
+}
+
+void FillTotals(const SubscriptionTotals& t, v1::SubscriptionStats* out) {
+  out->set_matched(t.matched);
+  out->set_delivered(t.delivered);
+  internal::FillDropCounts(t.dropped_by_reason, out->mutable_dropped());
+  out->set_queued(t.queued);
+  out->set_abandoned(t.abandoned);
+  out->set_high_water(t.high_water);
+}
+
+// Counters read by Stats() from any thread, written by the I/O thread.
+struct Counters {
+  std::atomic<uint64_t> sessions_active{0};
+  std::atomic<uint64_t> sessions_opened{0};
+  std::atomic<uint64_t> sessions_expired{0};
+  std::atomic<uint64_t> sessions_closed{0};
+  std::atomic<uint64_t> frames_received{0};
+  std::atomic<uint64_t> frames_sent{0};
+  std::atomic<uint64_t> bad_magic{0};
+  std::atomic<uint64_t> unsupported_version{0};
+  std::atomic<uint64_t> malformed{0};
+  std::atomic<uint64_t> unknown_command{0};
+  std::atomic<uint64_t> oversized{0};
+  std::atomic<uint64_t> no_session{0};
+  std::atomic<uint64_t> clients_refused{0};
+  std::atomic<uint64_t> subscriptions_refused{0};
+  std::atomic<uint64_t> publish_refused{0};
+  std::atomic<uint64_t> publish_accepted{0};
+  std::atomic<uint64_t> delivered{0};
+  std::atomic<uint64_t> disconnects{0};
+  std::atomic<uint64_t> plain_published{0};
+  std::atomic<uint64_t> plain_refused{0};
+  std::atomic<uint64_t> plain_delivered{0};
+  std::atomic<uint64_t> send_failures{0};
+  std::atomic<uint64_t> remote_subscriptions{0};
+};
+
+absl::string_view View(const zmq::message_t& m) {
+  return absl::string_view(static_cast<const char*>(m.data()), m.size());
+}
+
+void Bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
+  // Relaxed: statistics.
+  c.fetch_add(n, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+class Server::Impl {
+ public:
+  Impl(Broker* broker, ServerOptions options, uint64_t epoch)
+      : broker_(broker),
+        core_(internal::CoreOf(*broker)),
+        options_(std::move(options)),
+        epoch_(epoch),
+        context_(1) {}
+
+  ~Impl() {
+    Stop(absl::Now());
+    if (wake_fd_ >= 0) close(wake_fd_);
+  }
+
+  absl::Status Bind(std::string* sdk, std::string* pub, std::string* sub);
+  void Start() {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  void Stop(absl::Time deadline);
+  v1::ServerStats Stats() const;
+
+ private:
+  struct RemoteSub {
+    uint64_t key = 0;
+    uint64_t sid = 0;
+    Subscription subscription;
+    uint64_t credit = 0;
+  };
+  struct Session {
+    std::string routing_id;
+    std::string session_id;
+    absl::Time last_seen;
+    absl::flat_hash_map<uint64_t, std::unique_ptr<RemoteSub>> subs;
+    uint64_t last_batch = 0;
+  };
+
+  void Loop();
+  void Wake();
+  // The SDK endpoint.
+  void HandleSdk(std::vector<zmq::message_t>& frames);
+  void HandleHello(const std::string& routing_id, const v1::Envelope& env);
+  void HandlePublish(Session& s, const v1::Envelope& env,
+                     std::vector<zmq::message_t>& frames);
+  void HandleSubscribe(Session& s, const v1::Envelope& env);
+  void HandleUnsubscribe(Session& s, const v1::Envelope& env);
+  void HandleCredit(Session& s, const v1::Envelope& env);
+  void SendError(const std::string& routing_id, uint64_t request_id,
+                 const absl::Status& status, v1::Error extra = {});
+  // Sends envelope + payload frames; false if the peer is gone (the caller
+  // ends the session) or the send failed (counted).
+  bool Send(const std::string& routing_id, const v1::Envelope& env,
+            std::vector<zmq::message_t>* payloads = nullptr);
+  void CloseSession(const std::string& routing_id, bool expired);
+  void ExpireSessions();
+  // Deliveries.
+  void TakeReady();
+  void DrainReady();
+  // Returns true if `rs` should stay in the ready set.
+  bool DrainSub(Session& s, RemoteSub& rs);
+  // The plain endpoints.
+  void HandlePlainPublish();
+  void FeedPlainSubscribers();
+  void Shutdown();
+  void NotifyReady(uint64_t key);
+
+  Broker* const broker_;
+  internal::BrokerCore& core_;
+  const ServerOptions options_;
+  const uint64_t epoch_;
+  zmq::context_t context_;
+  std::unique_ptr<zmq::socket_t> router_;
+  std::unique_ptr<zmq::socket_t> xsub_;
+  std::unique_ptr<zmq::socket_t> xpub_;
+  std::unique_ptr<zmq::socket_t> monitor_;
+  int wake_fd_ = -1;
+  std::thread thread_;
+  absl::Mutex stop_mu_;  // Serializes Stop().
+  std::atomic<bool> stopping_{false};
+  mutable Counters counters_;
+
+  // Keys of subscriptions that received messages, from publisher threads.
+  absl::Mutex ready_mu_;
+  std::vector<uint64_t> ready_incoming_ ABSL_GUARDED_BY(ready_mu_);
+
+  // Everything below is confined to the I/O thread.
+  absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_;
+  // key -> (routing id, sid) of remote subscriptions.
+  absl::flat_hash_map<uint64_t, std::pair<std::string, uint64_t>> keys_;
+  absl::flat_hash_set<uint64_t> ready_;
+  uint64_t next_key_ = kPlainFeedKey + 1;
+  absl::Time next_sweep_ = absl::InfinitePast();
+  // The plain subscribe endpoint: its core subscription and what is popped
+  // from it but not yet sent (XPUB_NODROP back-pressure).
+  Subscription plain_feed_;
+  std::deque<Delivery> plain_pending_;
+};
+
+absl::Status Server::Impl::Bind(std::string* sdk, std::string* pub,
+                                std::string* sub) {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("server: eventfd: ", std::strerror(errno)));
+  }
+  const int64_t hard_cap =
+      static_cast<int64_t>(broker_->options().max_message_bytes) +
+      kHardCapSlack;
+  const int linger =
+      static_cast<int>(absl::ToInt64Milliseconds(options_.linger));
+  auto bind = [&](zmq::socket_t& socket, const std::string& endpoint,
+                  const char* what, std::string* bound) -> absl::Status {
+    try {
+      socket.set(zmq::sockopt::linger, linger);
+      socket.bind(endpoint);
+      *bound = socket.get(zmq::sockopt::last_endpoint);
+    } catch (const zmq::error_t& e) {
+      return absl::UnavailableError(absl::StrCat("server: cannot bind the ",
+                                                 what, " endpoint \"", endpoint,
+                                                 "\": ", e.what()));
+    }
+    return absl::OkStatus();
+  };
+  try {
+    if (!options_.sdk_endpoint.empty()) {
+      router_ =
+          std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
+      router_->set(zmq::sockopt::router_mandatory, 1);
+      router_->set(zmq::sockopt::maxmsgsize, hard_cap);
+      const size_t hwm = std::max<size_t>(
+          1000, options_.max_credit * options_.max_subscriptions_per_client *
+                    kFramesPerDelivery * 2);
+      router_->set(zmq::sockopt::sndhwm,
+                   static_cast<int>(std::min<size_t>(hwm, 1 << 30)));
+      router_->set(zmq::sockopt::rcvhwm, 100000);
+      HERALD_RETURN_IF_ERROR(bind(*router_, options_.sdk_endpoint, "sdk", sdk));
+      // Connections libzmq drops (a frame over ZMQ_MAXMSGSIZE among them)
+      // are counted through the socket monitor.
+      const std::string monitor_endpoint = absl::StrCat(
+          "inproc://herald-monitor-", reinterpret_cast<uintptr_t>(this));
+      if (zmq_socket_monitor(router_->handle(), monitor_endpoint.c_str(),
+                             ZMQ_EVENT_DISCONNECTED) != 0) {
+        return absl::UnavailableError(absl::StrCat("server: socket monitor: ",
+                                                   zmq_strerror(zmq_errno())));
+      }
+      // cppzmq's monitor_t blocks in its own loop; a PAIR read by the I/O
+      // thread takes the events instead.
+      monitor_ =
+          std::make_unique<zmq::socket_t>(context_, zmq::socket_type::pair);
+      monitor_->set(zmq::sockopt::linger, 0);
+      monitor_->connect(monitor_endpoint);
+    }
+    if (!options_.publish_endpoint.empty()) {
+      xsub_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::xsub);
+      xsub_->set(zmq::sockopt::maxmsgsize, hard_cap);
+      HERALD_RETURN_IF_ERROR(
+          bind(*xsub_, options_.publish_endpoint, "publish", pub));
+      // Subscribe to everything upstream; XSUB resends it to every PUB that
+      // connects later.
+      const char subscribe_all = 1;
+      (void)xsub_->send(zmq::const_buffer(&subscribe_all, 1),
+                        zmq::send_flags::none);
+    }
+    if (!options_.subscribe_endpoint.empty()) {
+      xpub_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::xpub);
+      xpub_->set(zmq::sockopt::xpub_nodrop, 1);
+      HERALD_RETURN_IF_ERROR(
+          bind(*xpub_, options_.subscribe_endpoint, "subscribe", sub));
+      SubscriptionOptions feed;
+      feed.queue_capacity = options_.plain_queue_capacity;
+      feed.overflow = OverflowPolicy::kDropNewest;
+      feed.name = "plain subscribe endpoint";
+      auto s = core_.Subscribe(">", feed, nullptr,
+                               [this] { NotifyReady(kPlainFeedKey); });
+      if (!s.ok()) return s.status();
+      plain_feed_ = std::move(*s);
+    }
+  } catch (const zmq::error_t& e) {
+    return absl::UnavailableError(absl::StrCat("server: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+void Server::Impl::NotifyReady(uint64_t key) {
+  bool wake;
+  {
+    absl::MutexLock lock(&ready_mu_);
+    wake = ready_incoming_.empty();
+    ready_incoming_.push_back(key);
+  }
+  if (wake) Wake();
+}
+
+void Server::Impl::Wake() {
+  const uint64_t one = 1;
+  // The counter saturating (EAGAIN) still leaves it readable: nothing lost.
+  [[maybe_unused]] const ssize_t n = write(wake_fd_, &one, sizeof(one));
+}
+
+void Server::Impl::Stop(absl::Time deadline) {
+  absl::MutexLock lock(&stop_mu_);
+  (void)deadline;  // The I/O thread's own shutdown is bounded by linger.
+  if (!thread_.joinable()) return;
+  // Release: pairs with the acquire in Loop().
+  stopping_.store(true, std::memory_order_release);
+  Wake();
+  thread_.join();
+}
+
+void Server::Impl::Loop() {
+  internal::EnsureThreadIdentity();
+  std::vector<zmq::pollitem_t> items;
+  const int router_index = router_ ? static_cast<int>(items.size()) : -1;
+  if (router_) items.push_back({router_->handle(), 0, ZMQ_POLLIN, 0});
+  const int xsub_index = xsub_ ? static_cast<int>(items.size()) : -1;
+  if (xsub_) items.push_back({xsub_->handle(), 0, ZMQ_POLLIN, 0});
+  const int xpub_index = xpub_ ? static_cast<int>(items.size()) : -1;
+  if (xpub_) items.push_back({xpub_->handle(), 0, ZMQ_POLLIN, 0});
+  const int monitor_index = monitor_ ? static_cast<int>(items.size()) : -1;
+  if (monitor_) items.push_back({monitor_->handle(), 0, ZMQ_POLLIN, 0});
+  const int wake_index = static_cast<int>(items.size());
+  items.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
+
+  while (!stopping_.load(std::memory_order_acquire)) {
+    if (xpub_index >= 0) {
+      // Wait for room only while a plain message is held back.
+      items[xpub_index].events =
+          ZMQ_POLLIN | (plain_pending_.empty() ? 0 : ZMQ_POLLOUT);
+    }
+    const bool busy = !ready_.empty();
+    try {
+      zmq::poll(items.data(), items.size(),
+                std::chrono::milliseconds(busy ? 0 : 50));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      break;  // The context is gone: nothing more can be served.
+    }
+    if (items[wake_index].revents & ZMQ_POLLIN) {
+      uint64_t value;
+      [[maybe_unused]] const ssize_t n = read(wake_fd_, &value, sizeof(value));
+    }
+    TakeReady();
+    if (router_index >= 0) {
+      for (int i = 0; i < kReceiveBudget; ++i) {
+        std::vector<zmq::message_t> frames;
+        zmq::recv_result_t got;
+        try {
+          got = zmq::recv_multipart(*router_, std::back_inserter(frames),
+                                    zmq::recv_flags::dontwait);
+        } catch (const zmq::error_t&) {
+          break;
+        }
+        if (!got) break;
+        Bump(counters_.frames_received, frames.size());
+        HandleSdk(frames);
+      }
+    }
+    if (xsub_index >= 0) HandlePlainPublish();
+    if (xpub_index >= 0) {
+      // Plain SUB peers' subscription messages: read and let XPUB apply them.
+      for (int i = 0; i < kReceiveBudget; ++i) {
+        zmq::message_t m;
+        if (!xpub_->recv(m, zmq::recv_flags::dontwait)) break;
+      }
+    }
+    if (monitor_index >= 0) {
+      for (int i = 0; i < kReceiveBudget; ++i) {
+        zmq::message_t event;
+        if (!monitor_->recv(event, zmq::recv_flags::dontwait)) break;
+        zmq::message_t address;
+        if (event.more()) {
+          [[maybe_unused]] auto r = monitor_->recv(address);
+        }
+        Bump(counters_.disconnects);
+      }
+    }
+    DrainReady();
+    if (xpub_index >= 0) FeedPlainSubscribers();
+    ExpireSessions();
+  }
+  Shutdown();
+}
+
+void Server::Impl::TakeReady() {
+  std::vector<uint64_t> incoming;
+  {
+    absl::MutexLock lock(&ready_mu_);
+    incoming.swap(ready_incoming_);
+  }
+  for (uint64_t key : incoming) ready_.insert(key);
+}
+
+// ----------------------------------------------------------- SDK endpoint
+
+bool Server::Impl::Send(const std::string& routing_id, const v1::Envelope& env,
+                        std::vector<zmq::message_t>* payloads) {
+  std::string body;
+  if (!env.SerializeToString(&body)) {
+    Bump(counters_.send_failures);
+    return true;
+  }
+  const std::string magic = MagicFrame();
+  try {
+    const bool has_payloads = payloads != nullptr && !payloads->empty();
+    auto sent =
+        router_->send(zmq::buffer(routing_id),
+                      zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (!sent) {
+      Bump(counters_.send_failures);
+      return true;
+    }
+    // Once the first frame is accepted, ZeroMQ takes the rest of the message.
+    (void)router_->send(zmq::buffer(magic), zmq::send_flags::sndmore);
+    (void)router_->send(zmq::buffer(body), has_payloads
+                                               ? zmq::send_flags::sndmore
+                                               : zmq::send_flags::none);
+    size_t frames = 3;
+    if (has_payloads) {
+      for (size_t i = 0; i < payloads->size(); ++i) {
+        (void)router_->send((*payloads)[i], i + 1 < payloads->size()
+                                                ? zmq::send_flags::sndmore
+                                                : zmq::send_flags::none);
+      }
+      frames += payloads->size();
+    }
+    Bump(counters_.frames_sent, frames);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return false;  // The peer is gone.
+    Bump(counters_.send_failures);
+  }
+  return true;
+}
+
+void Server::Impl::SendError(const std::string& routing_id, uint64_t request_id,
+                             const absl::Status& status, v1::Error extra) {
+  v1::Envelope env;
+  env.set_request_id(request_id);
+  v1::Error* error = env.mutable_error();
+  *error = std::move(extra);
+  error->set_status_code(static_cast<int32_t>(status.code()));
+  error->set_message(std::string(status.message()));
+  Send(routing_id, env);
+}
+
+void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
+  if (frames.empty()) return;
+  const std::string routing_id = frames[0].to_string();
+  if (frames.size() < 3) {
+    // Too short to be ours; if frame 1 carries our magic, say why.
+    if (frames.size() == 2 && CheckMagic(View(frames[1])).ok()) {
+      Bump(counters_.malformed);
+      SendError(
+          routing_id, 0,
+          absl::InvalidArgumentError("frame: no envelope after the magic"));
+    } else {
+      Bump(counters_.bad_magic);
+    }
+    return;
+  }
+  if (absl::Status magic = CheckMagic(View(frames[1])); !magic.ok()) {
+    if (magic.code() == absl::StatusCode::kUnimplemented) {
+      Bump(counters_.unsupported_version);
+      SendError(routing_id, 0, magic);
+    } else {
+      Bump(counters_.bad_magic);  // A foreign peer: no reply.
+    }
+    return;
+  }
+  const uint64_t hard_limit = broker_->options().max_message_bytes;
+  for (size_t i = 3; i < frames.size(); ++i) {
+    if (frames[i].size() > hard_limit) {
+      Bump(counters_.oversized);
+      SendError(routing_id, 0,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "frame ", i - 1, ": ", frames[i].size(),
+                    " bytes is over max_message_bytes (", hard_limit, ")")));
+      return;
+    }
+  }
+  v1::Envelope env;
+  if (!env.ParseFromArray(frames[2].data(),
+                          static_cast<int>(frames[2].size()))) {
+    Bump(counters_.malformed);
+    SendError(routing_id, 0,
+              absl::InvalidArgumentError("frame 1: not a herald.v1.Envelope"));
+    return;
+  }
+  if (env.body_case() == v1::Envelope::BODY_NOT_SET) {
+    Bump(counters_.unknown_command);
+    SendError(routing_id, env.request_id(),
+              absl::UnimplementedError("envelope: unknown or missing command"));
+    return;
+  }
+  if (env.body_case() == v1::Envelope::kHello) {
+    HandleHello(routing_id, env);
+    return;
+  }
+  auto it = sessions_.find(routing_id);
+  if (it == sessions_.end()) {
+    Bump(counters_.no_session);
+    SendError(routing_id, env.request_id(),
+              absl::FailedPreconditionError("no session: send hello first"));
+    return;
+  }
+  Session& session = *it->second;
+  session.last_seen = absl::Now();
+  const size_t payload_frames = frames.size() - 3;
+  if (env.body_case() != v1::Envelope::kPublish && payload_frames != 0) {
+    Bump(counters_.malformed);
+    SendError(routing_id, env.request_id(),
+              absl::InvalidArgumentError(absl::StrCat(
+                  "envelope: ", payload_frames,
+                  " payload frames with a command that carries none")));
+    return;
+  }
+  switch (env.body_case()) {
+    case v1::Envelope::kPublish:
+      HandlePublish(session, env, frames);
+      break;
+    case v1::Envelope::kSubscribe:
+      HandleSubscribe(session, env);
+      break;
+    case v1::Envelope::kUnsubscribe:
+      HandleUnsubscribe(session, env);
+      break;
+    case v1::Envelope::kCredit:
+      HandleCredit(session, env);
+      break;
+    case v1::Envelope::kPing: {
+      v1::Envelope pong;
+      pong.set_request_id(env.request_id());
+      pong.mutable_pong();
+      if (!Send(routing_id, pong)) CloseSession(routing_id, false);
+      break;
+    }
+    case v1::Envelope::kStatsRequest: {
+      v1::Envelope reply;
+      reply.set_request_id(env.request_id());
+      *reply.mutable_stats_reply()->mutable_broker() = broker_->Stats();
+      *reply.mutable_stats_reply()->mutable_server() = Stats();
+      if (!Send(routing_id, reply)) CloseSession(routing_id, false);
+      break;
+    }
+    case v1::Envelope::kGoodbye:
+      CloseSession(routing_id, false);
+      break;
+    case v1::Envelope::kPong:
+      break;  // An answer to nothing we asked: liveness only.
+    default:
+      // Server-to-client commands (Welcome, Ack, Error, Deliver, ...).
+      Bump(counters_.unknown_command);
+      SendError(routing_id, env.request_id(),
+                absl::UnimplementedError(absl::StrCat(
+                    "envelope: command ", static_cast<int>(env.body_case()),
+                    " is not for the server")));
+      break;
+  }
+}
+
+void Server::Impl::HandleHello(const std::string& routing_id,
+                               const v1::Envelope& env) {
+  const v1::Hello& hello = env.hello();
+  if (hello.protocol_version() != kProtocolVersion) {
+    Bump(counters_.unsupported_version);
+    SendError(
+        routing_id, env.request_id(),
+        absl::UnimplementedError(absl::StrCat(
+            "hello: protocol version ", hello.protocol_version(),
+            " is not supported (this server speaks ", kProtocolVersion, ")")));
+    return;
+  }
+  bool resumed = false;
+  auto it = sessions_.find(routing_id);
+  if (it != sessions_.end()) {
+    resumed = it->second->session_id == hello.session_id();
+    if (!resumed) CloseSession(routing_id, false);
+  } else if (!hello.session_id().empty()) {
+    // The same client on a new connection: move its session over.
+    for (auto& [rid, s] : sessions_) {
+      if (s->session_id != hello.session_id()) continue;
+      std::unique_ptr<Session> moved = std::move(s);
+      sessions_.erase(rid);
+      moved->routing_id = routing_id;
+      for (auto& [sid, rs] : moved->subs) keys_[rs->key].first = routing_id;
+      sessions_.emplace(routing_id, std::move(moved));
+      resumed = true;
+      break;
+    }
+  }
+  if (!resumed && sessions_.find(routing_id) == sessions_.end()) {
+    if (sessions_.size() >= options_.max_clients) {
+      Bump(counters_.clients_refused);
+      SendError(routing_id, env.request_id(),
+                absl::ResourceExhaustedError(absl::StrCat(
+                    "hello: the server already has ", options_.max_clients,
+                    " clients (max_clients)")));
+      return;
+    }
+    auto session = std::make_unique<Session>();
+    session->routing_id = routing_id;
+    session->session_id = hello.session_id();
+    sessions_.emplace(routing_id, std::move(session));
+    Bump(counters_.sessions_opened);
+    counters_.sessions_active.store(sessions_.size(),
+                                    std::memory_order_relaxed);
+  }
+  sessions_[routing_id]->last_seen = absl::Now();
+  v1::Envelope reply;
+  reply.set_request_id(env.request_id());
+  v1::Welcome* w = reply.mutable_welcome();
+  w->set_broker_epoch(epoch_);
+  w->set_max_message_bytes(broker_->options().max_message_bytes);
+  w->set_max_subscriptions(
+      static_cast<uint32_t>(options_.max_subscriptions_per_client));
+  w->set_session_ttl_ms(
+      static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.session_ttl)));
+  w->set_max_batch_messages(static_cast<uint32_t>(options_.max_batch_messages));
+  w->set_max_credit(options_.max_credit);
+  w->set_resumed(resumed);
+  if (!Send(routing_id, reply)) CloseSession(routing_id, false);
+}
+
+void Server::Impl::HandlePublish(Session& s, const v1::Envelope& env,
+                                 std::vector<zmq::message_t>& frames) {
+  const v1::Publish& publish = env.publish();
+  const size_t payloads = frames.size() - 3;
+  v1::Error where;
+  where.set_batch_sequence(publish.batch_sequence());
+  if (static_cast<size_t>(publish.entries_size()) != payloads) {
+    Bump(counters_.malformed);
+    SendError(s.routing_id, env.request_id(),
+              absl::InvalidArgumentError(
+                  absl::StrCat("publish: ", publish.entries_size(),
+                               " entries but ", payloads, " payload frames")),
+              where);
+    return;
+  }
+  if (payloads > options_.max_batch_messages) {
+    Bump(counters_.malformed);
+    SendError(
+        s.routing_id, env.request_id(),
+        absl::InvalidArgumentError(absl::StrCat(
+            "publish: ", payloads, " entries is over max_batch_messages (",
+            options_.max_batch_messages, ")")),
+        where);
+    return;
+  }
+  Headers headers;
+  for (int i = 0; i < publish.entries_size(); ++i) {
+    const v1::PublishEntry& entry = publish.entries(i);
+    headers.clear();
+    for (const v1::Header& h : entry.headers()) {
+      headers.push_back({h.key(), h.value()});
+    }
+    const zmq::message_t& payload = frames[3 + i];
+    absl::StatusOr<PublishResult> r =
+        core_.PublishFromNetwork(entry.topic(), View(payload), headers);
+    if (r.ok()) {
+      Bump(counters_.publish_accepted);
+      continue;
+    }
+    Bump(counters_.publish_refused);
+    v1::Error e = where;
+    e.set_entry_index(static_cast<uint32_t>(i));
+    SendError(s.routing_id, env.request_id(), r.status(), e);
+  }
+  s.last_batch = std::max(s.last_batch, publish.batch_sequence());
+  if (env.request_id() != 0) {
+    v1::Envelope ack;
+    ack.set_request_id(env.request_id());
+    ack.mutable_ack()->set_acked_batch_sequence(s.last_batch);
+    ack.mutable_ack()->set_broker_epoch(epoch_);
+    if (!Send(s.routing_id, ack)) CloseSession(s.routing_id, false);
+  }
+}
+
+void Server::Impl::HandleSubscribe(Session& s, const v1::Envelope& env) {
+  const v1::Subscribe& req = env.subscribe();
+  v1::Error where;
+  where.set_sid(req.sid());
+  auto refuse = [&](const absl::Status& status) {
+    Bump(counters_.subscriptions_refused);
+    SendError(s.routing_id, env.request_id(), status, where);
+  };
+  if (s.subs.contains(req.sid())) {
+    refuse(absl::InvalidArgumentError(
+        absl::StrCat("subscribe: sid ", req.sid(), " is already in use")));
+    return;
+  }
+  if (s.subs.size() >= options_.max_subscriptions_per_client) {
+    refuse(absl::ResourceExhaustedError(
+        absl::StrCat("subscribe: the session already has ",
+                     options_.max_subscriptions_per_client,
+                     " subscriptions (max_subscriptions_per_client)")));
+    return;
+  }
+  if (req.initial_credit() == 0 || req.initial_credit() > options_.max_credit) {
+    refuse(absl::InvalidArgumentError(absl::StrCat(
+        "subscribe: initial_credit ", req.initial_credit(), " must be in [1, ",
+        options_.max_credit, "] (max_credit)")));
+    return;
+  }
+  SubscriptionOptions o;
+  if (req.capacity() != 0) o.queue_capacity = req.capacity();
+  o.overflow = FromProto(req.overflow(), broker_->options().default_overflow);
+  if (req.block_timeout_ms() != 0) {
+    o.block_timeout = absl::Milliseconds(req.block_timeout_ms());
+  }
+  o.queue_group = req.queue_group();
+  o.name = absl::StrCat("remote ", req.sid());
+  const uint64_t key = next_key_++;
+  absl::StatusOr<Subscription> sub = core_.Subscribe(
+      req.pattern(), o, nullptr, [this, key] { NotifyReady(key); });
+  if (!sub.ok()) {
+    refuse(sub.status());
+    return;
+  }
+  auto rs = std::make_unique<RemoteSub>();
+  rs->key = key;
+  rs->sid = req.sid();
+  rs->subscription = std::move(*sub);
+  rs->credit = req.initial_credit();
+  keys_[key] = {s.routing_id, req.sid()};
+  s.subs.emplace(req.sid(), std::move(rs));
+  Bump(counters_.remote_subscriptions);
+  v1::Envelope ack;
+  ack.set_request_id(env.request_id());
+  ack.mutable_ack()->set_sid(req.sid());
+  ack.mutable_ack()->set_broker_epoch(epoch_);
+  if (!Send(s.routing_id, ack)) CloseSession(s.routing_id, false);
+}
+
+void Server::Impl::HandleUnsubscribe(Session& s, const v1::Envelope& env) {
+  const uint64_t sid = env.unsubscribe().sid();
+  auto it = s.subs.find(sid);
+  if (it == s.subs.end()) {
+    v1::Error where;
+    where.set_sid(sid);
+    SendError(s.routing_id, env.request_id(),
+              absl::NotFoundError(absl::StrCat("unsubscribe: no sid ", sid)),
+              where);
+    return;
+  }
+  absl::StatusOr<SubscriptionTotals> totals = it->second->subscription.Close();
+  keys_.erase(it->second->key);
+  ready_.erase(it->second->key);
+  s.subs.erase(it);
+  v1::Envelope ack;
+  ack.set_request_id(env.request_id());
+  ack.mutable_ack()->set_sid(sid);
+  ack.mutable_ack()->set_broker_epoch(epoch_);
+  if (totals.ok()) FillTotals(*totals, ack.mutable_ack()->mutable_totals());
+  if (!Send(s.routing_id, ack)) CloseSession(s.routing_id, false);
+}
+
+void Server::Impl::HandleCredit(Session& s, const v1::Envelope& env) {
+  const v1::Credit& credit = env.credit();
+  auto it = s.subs.find(credit.sid());
+  if (it == s.subs.end()) {
+    v1::Error where;
+    where.set_sid(credit.sid());
+    SendError(
+        s.routing_id, env.request_id(),
+        absl::NotFoundError(absl::StrCat("credit: no sid ", credit.sid())),
+        where);
+    return;
+  }
+  RemoteSub& rs = *it->second;
+  if (rs.credit + credit.messages() > options_.max_credit) {
+    v1::Error where;
+    where.set_sid(credit.sid());
+    Bump(counters_.malformed);
+    SendError(s.routing_id, env.request_id(),
+              absl::InvalidArgumentError(
+                  absl::StrCat("credit: ", rs.credit + credit.messages(),
+                               " messages in flight is over max_credit (",
+                               options_.max_credit, ")")),
+              where);
+    rs.credit = options_.max_credit;
+  } else {
+    rs.credit += credit.messages();
+  }
+  ready_.insert(rs.key);  // Messages may be waiting for this credit.
+}
+
+void Server::Impl::CloseSession(const std::string& routing_id, bool expired) {
+  auto it = sessions_.find(routing_id);
+  if (it == sessions_.end()) return;
+  for (auto& [sid, rs] : it->second->subs) {
+    // The totals stay in the broker's stats (closed_*).
+    rs->subscription.Close().IgnoreError();
+    keys_.erase(rs->key);
+    ready_.erase(rs->key);
+  }
+  sessions_.erase(it);
+  Bump(expired ? counters_.sessions_expired : counters_.sessions_closed);
+  counters_.sessions_active.store(sessions_.size(), std::memory_order_relaxed);
+}
+
+void Server::Impl::ExpireSessions() {
+  const absl::Time now = absl::Now();
+  if (now < next_sweep_) return;
+  next_sweep_ =
+      now + std::min(options_.session_ttl / 4, absl::Milliseconds(100));
+  std::vector<std::string> expired;
+  for (const auto& [rid, s] : sessions_) {
+    if (now - s->last_seen > options_.session_ttl) expired.push_back(rid);
+  }
+  for (const std::string& rid : expired) CloseSession(rid, true);
+}
+
+// ------------------------------------------------------------ deliveries
+
+void Server::Impl::DrainReady() {
+  std::vector<uint64_t> keys(ready_.begin(), ready_.end());
+  for (uint64_t key : keys) {
+    if (key == kPlainFeedKey) continue;  // FeedPlainSubscribers() does it.
+    auto k = keys_.find(key);
+    if (k == keys_.end()) {
+      ready_.erase(key);
+      continue;
+    }
+    auto s = sessions_.find(k->second.first);
+    if (s == sessions_.end()) {
+      ready_.erase(key);
+      continue;
+    }
+    auto rs = s->second->subs.find(k->second.second);
+    if (rs == s->second->subs.end()) {
+      ready_.erase(key);
+      continue;
+    }
+    if (!DrainSub(*s->second, *rs->second)) ready_.erase(key);
+  }
+}
+
+bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
+  size_t budget = kTurnBudget;
+  while (budget > 0) {
+    if (rs.credit == 0) return true;  // Waits for Credit; stays ready.
+    const size_t want = std::min({rs.credit, kDeliverBatch, budget});
+    absl::StatusOr<std::vector<Delivery>> batch =
+        rs.subscription.ReceiveBatch(want, absl::InfinitePast());
+    if (!batch.ok()) {
+      if (batch.status().code() != absl::StatusCode::kDeadlineExceeded) {
+        return false;  // Ended (broker shutdown) or closed.
+      }
+      // Empty: re-arm, unless a message arrived meanwhile.
+      internal::SubscriptionState* state = internal::StateOf(rs.subscription);
+      if (state == nullptr || !state->Rearm()) return false;
+      continue;
+    }
+    v1::Envelope env;
+    v1::Deliver* deliver = env.mutable_deliver();
+    std::vector<zmq::message_t> payloads;
+    payloads.reserve(batch->size());
+    for (const Delivery& d : *batch) {
+      v1::DeliverEntry* e = deliver->add_entries();
+      e->set_sid(rs.sid);
+      e->set_sequence(d.sequence());
+      e->set_missed(d.missed());
+      e->set_topic(std::string(d.topic()));
+      for (size_t h = 0; h < d.headers().size(); ++h) {
+        v1::Header* header = e->add_headers();
+        header->set_key(std::string(d.headers()[h].key));
+        header->set_value(std::string(d.headers()[h].value));
+      }
+      e->set_publish_time_unix_ns(
+          static_cast<uint64_t>(d.message()->publish_time_unix_ns()));
+      payloads.push_back(PayloadFrame(d.message()));
+    }
+    rs.credit -= batch->size();
+    budget -= batch->size();
+    Bump(counters_.delivered, batch->size());
+    if (!Send(s.routing_id, env, &payloads)) {
+      CloseSession(s.routing_id, false);
+      return false;
+    }
+  }
+  return true;
+}
+
+// -------------------------------------------------------- plain endpoints
+
+void Server::Impl::HandlePlainPublish() {
+  for (int i = 0; i < kReceiveBudget; ++i) {
+    std::vector<zmq::message_t> frames;
+    zmq::recv_result_t got;
+    try {
+      got = zmq::recv_multipart(*xsub_, std::back_inserter(frames),
+                                zmq::recv_flags::dontwait);
+    } catch (const zmq::error_t&) {
+      break;
+    }
+    if (!got) break;
+    Bump(counters_.frames_received, frames.size());
+    if (frames.size() != 2) {
+      Bump(counters_.plain_refused);
+      continue;
+    }
+    absl::StatusOr<PublishResult> r =
+        core_.PublishFromNetwork(View(frames[0]), View(frames[1]), {});
+    Bump(r.ok() ? counters_.plain_published : counters_.plain_refused);
+  }
+}
+
+void Server::Impl::FeedPlainSubscribers() {
+  size_t budget = kTurnBudget;
+  while (budget > 0) {
+    if (plain_pending_.empty()) {
+      if (!ready_.contains(kPlainFeedKey)) return;
+      absl::StatusOr<std::vector<Delivery>> batch =
+          plain_feed_.ReceiveBatch(kDeliverBatch, absl::InfinitePast());
+      if (!batch.ok()) {
+        internal::SubscriptionState* state = internal::StateOf(plain_feed_);
+        if (batch.status().code() != absl::StatusCode::kDeadlineExceeded ||
+            state == nullptr || !state->Rearm()) {
+          ready_.erase(kPlainFeedKey);
+          return;
+        }
+        continue;
+      }
+      for (Delivery& d : *batch) plain_pending_.push_back(std::move(d));
+    }
+    // XPUB_NODROP: a full pipe makes the send fail with EAGAIN; the message
+    // stays pending (head-of-line) and the core queue absorbs the rest.
+    const Delivery& d = plain_pending_.front();
+    try {
+      zmq::message_t topic(d.topic().data(), d.topic().size());
+      if (!xpub_->send(topic,
+                       zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+        return;
+      }
+      (void)xpub_->send(PayloadFrame(d.message()), zmq::send_flags::none);
+    } catch (const zmq::error_t&) {
+      Bump(counters_.send_failures);
+    }
+    Bump(counters_.plain_delivered);
+    Bump(counters_.frames_sent, 2);
+    plain_pending_.pop_front();
+    --budget;
+  }
+}
+
+void Server::Impl::Shutdown() {
+  // Goodbye to every session, then close their subscriptions.
+  std::vector<std::string> routing_ids;
+  for (const auto& [rid, s] : sessions_) routing_ids.push_back(rid);
+  for (const std::string& rid : routing_ids) {
+    v1::Envelope bye;
+    bye.mutable_goodbye()->set_reason("server stopping");
+    Send(rid, bye);
+    CloseSession(rid, false);
+  }
+  if (plain_feed_.valid())
+    plain_feed_.Close().IgnoreError();  // Totals stay
+                                        // in stats.
+  plain_pending_.clear();
+  if (monitor_) {
+    router_->set(zmq::sockopt::linger, 0);
+    zmq_socket_monitor(router_->handle(), nullptr, 0);
+    monitor_->close();
+  }
+  if (router_) router_->close();
+  if (xsub_) xsub_->close();
+  if (xpub_) xpub_->close();
+}
+
+v1::ServerStats Server::Impl::Stats() const {
+  v1::ServerStats out;
+  const Counters& c = counters_;
+  auto get = [](const std::atomic<uint64_t>& a) {
+    return a.load(std::memory_order_relaxed);
+  };
+  out.set_sessions_active(get(c.sessions_active));
+  out.set_sessions_opened(get(c.sessions_opened));
+  out.set_sessions_expired(get(c.sessions_expired));
+  out.set_sessions_closed(get(c.sessions_closed));
+  out.set_frames_received(get(c.frames_received));
+  out.set_frames_sent(get(c.frames_sent));
+  out.set_bad_magic(get(c.bad_magic));
+  out.set_unsupported_version(get(c.unsupported_version));
+  out.set_malformed(get(c.malformed));
+  out.set_unknown_command(get(c.unknown_command));
+  out.set_oversized(get(c.oversized));
+  out.set_no_session(get(c.no_session));
+  out.set_clients_refused(get(c.clients_refused));
+  out.set_subscriptions_refused(get(c.subscriptions_refused));
+  out.set_publish_refused(get(c.publish_refused));
+  out.set_publish_accepted(get(c.publish_accepted));
+  out.set_delivered(get(c.delivered));
+  out.set_disconnects(get(c.disconnects));
+  out.set_plain_published(get(c.plain_published));
+  out.set_plain_refused(get(c.plain_refused));
+  out.set_plain_delivered(get(c.plain_delivered));
+  out.set_send_failures(get(c.send_failures));
+  out.set_remote_subscriptions(get(c.remote_subscriptions));
+  return out;
+}
+
+// ------------------------------------------------------------------ Server
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(Broker* broker,
+                                                      ServerOptions options) {
+  internal::EnsureThreadIdentity();
+  if (broker == nullptr) {
+    return absl::InvalidArgumentError("server: the broker is null");
+  }
+  HERALD_RETURN_IF_ERROR(ValidateOptions(options));
+  // A fresh random epoch per server start: a client that sees it change
+  // knows its subscriptions are gone.
+  absl::BitGen gen;
+  uint64_t epoch = absl::Uniform<uint64_t>(gen);
+  if (epoch == 0) epoch = 1;
+  auto impl = std::make_unique<Impl>(broker, std::move(options), epoch);
+  std::string sdk, pub, sub;
+  HERALD_RETURN_IF_ERROR(impl->Bind(&sdk, &pub, &sub));
+  impl->Start();
+  std::unique_ptr<Server> server(new Server(std::move(impl)));
+  server->sdk_endpoint_ = std::move(sdk);
+  server->publish_endpoint_ = std::move(pub);
+  server->subscribe_endpoint_ = std::move(sub);
+  server->epoch_ = epoch;
+  return server;
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { Stop(absl::Now()); }
+
+void Server::Stop(absl::Time deadline) {
+  internal::EnsureThreadIdentity();
+  impl_->Stop(deadline);
+}
+
+v1::ServerStats Server::Stats() const { return impl_->Stats(); }
+
+}  // namespace herald::net

@@ -1,0 +1,104 @@
+// herald::net::Server: serves a herald::Broker over ZeroMQ.
+//
+// An application (or heraldd) attaches a Server to a Broker it owns; other
+// processes then publish and subscribe through the SDK (ROUTER endpoint,
+// protocol in docs/protocol.md) or with plain ZeroMQ PUB/SUB sockets (XSUB
+// and XPUB endpoints). Remote subscriptions are core subscriptions with their
+// own bounded queues and counters, sent within the client's credit, so no
+// message is lost silently inside ZeroMQ.
+//
+// One I/O thread owns every socket; it never blocks on a core queue (it is
+// woken through an eventfd when remote subscriptions have messages).
+#ifndef HERALD_BROKER_NET_SERVER_H_
+#define HERALD_BROKER_NET_SERVER_H_
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "broker/broker.h"
+#include "schemas/protocol.pb.h"
+
+namespace herald::net {
+
+// The protocol version this server speaks (frame 0's last byte).
+inline constexpr uint8_t kProtocolVersion = 1;
+
+struct ServerOptions {
+  // SDK endpoint (ROUTER). Empty: not served. Default: tcp://127.0.0.1:7450.
+  // Use port `*` to let the OS choose; the bound endpoint is reported by
+  // Server::sdk_endpoint().
+  std::string sdk_endpoint = "tcp://127.0.0.1:7450";
+  // Plain publish endpoint (XSUB) for any ZeroMQ PUB socket. Empty: not
+  // served. Default: tcp://127.0.0.1:7451.
+  std::string publish_endpoint = "tcp://127.0.0.1:7451";
+  // Plain subscribe endpoint (XPUB) for any ZeroMQ SUB socket. Empty: not
+  // served. Default: tcp://127.0.0.1:7452.
+  std::string subscribe_endpoint = "tcp://127.0.0.1:7452";
+  // Most SDK sessions at once; past it Hello gets kResourceExhausted.
+  // Default: 1024. Must be > 0.
+  size_t max_clients = 1024;
+  // Most subscriptions per session. Default: 1024. Must be > 0.
+  size_t max_subscriptions_per_client = 1024;
+  // A session silent this long expires. Default: 10s. Must be > 0.
+  absl::Duration session_ttl = absl::Seconds(10);
+  // Most entries in one Publish batch. Default: 1024. Must be > 0.
+  size_t max_batch_messages = 1024;
+  // Most credit (messages in flight) one subscription may hold. Default:
+  // 1024. Must be > 0. A session's total credit is capped below the ROUTER's
+  // send high-water mark, which the server sets accordingly.
+  size_t max_credit = 1024;
+  // Queue capacity of the plain subscribe endpoint's core subscription.
+  // Default: 65536.
+  size_t plain_queue_capacity = 65536;
+  // How long Stop() lets unsent messages go out (ZMQ_LINGER). Default: 0.
+  absl::Duration linger = absl::ZeroDuration();
+};
+
+// Thread-safe.
+class Server {
+ public:
+  // Binds the endpoints and starts the I/O thread. `broker` must outlive the
+  // server. Returns kInvalidArgument for a bad option, kUnavailable if an
+  // endpoint cannot be bound (naming it and ZeroMQ's error).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(Broker* broker,
+                                                       ServerOptions options);
+  // Stop(), with no linger.
+  ~Server();
+
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The bound endpoints (with the OS-chosen port resolved), or empty.
+  const std::string& sdk_endpoint() const { return sdk_endpoint_; }
+  const std::string& publish_endpoint() const { return publish_endpoint_; }
+  const std::string& subscribe_endpoint() const { return subscribe_endpoint_; }
+  // This broker run's epoch, sent in Welcome.
+  uint64_t epoch() const { return epoch_; }
+
+  // Stops intake, sends Goodbye to every session, closes the remote
+  // subscriptions (their totals stay in the broker's stats), closes the
+  // sockets (linger as configured) and joins the I/O thread, all within
+  // `deadline`. Idempotent. Does not shut the broker down.
+  void Stop(absl::Time deadline);
+
+  // A snapshot of the server's counters.
+  v1::ServerStats Stats() const;
+
+ private:
+  class Impl;
+  explicit Server(std::unique_ptr<Impl> impl);
+
+  std::unique_ptr<Impl> impl_;
+  std::string sdk_endpoint_;
+  std::string publish_endpoint_;
+  std::string subscribe_endpoint_;
+  uint64_t epoch_ = 0;
+};
+
+}  // namespace herald::net
+
+#endif  // HERALD_BROKER_NET_SERVER_H_

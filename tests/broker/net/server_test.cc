@@ -1,0 +1,581 @@
+// The server, driven by raw ZeroMQ sockets speaking docs/protocol.md (no SDK
+// code): sessions, publish/ack/errors, subscribe/deliver within credit,
+// limits, bad input, expiry, and the plain PUB/SUB endpoints.
+#include "broker/net/server.h"
+
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "broker/broker.h"
+#include "broker/net/framing.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/wait_for.h"
+#include "zmq.hpp"
+#include "zmq_addon.hpp"
+
+namespace herald::net {
+namespace {
+
+using ::herald::testing::IsOk;
+using ::herald::testing::StatusIs;
+using ::herald::testing::WaitFor;
+using ::testing::HasSubstr;
+
+constexpr auto kReplyTimeout = std::chrono::seconds(30);
+
+// A DEALER speaking the Herald protocol, for tests.
+class RawClient {
+ public:
+  RawClient(zmq::context_t& context, const std::string& endpoint)
+      : socket_(context, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.connect(endpoint);
+  }
+
+  void SendFrames(std::vector<std::string> frames) {
+    for (size_t i = 0; i < frames.size(); ++i) {
+      (void)socket_.send(zmq::buffer(frames[i]), i + 1 < frames.size()
+                                                     ? zmq::send_flags::sndmore
+                                                     : zmq::send_flags::none);
+    }
+  }
+
+  void Send(const v1::Envelope& env, std::vector<std::string> payloads = {}) {
+    std::vector<std::string> frames = {MagicFrame(), env.SerializeAsString()};
+    for (auto& p : payloads) frames.push_back(std::move(p));
+    SendFrames(std::move(frames));
+  }
+
+  // The next message: envelope and payload frames; nullopt on timeout.
+  struct Reply {
+    v1::Envelope env;
+    std::vector<std::string> payloads;
+  };
+  std::optional<Reply> Receive(
+      std::chrono::milliseconds timeout = kReplyTimeout) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, timeout) == 0) return std::nullopt;
+    std::vector<zmq::message_t> frames;
+    if (!zmq::recv_multipart(socket_, std::back_inserter(frames))) {
+      return std::nullopt;
+    }
+    Reply r;
+    if (frames.size() < 2 || !CheckMagic(frames[0].to_string()).ok() ||
+        !r.env.ParseFromString(frames[1].to_string())) {
+      ADD_FAILURE() << "malformed reply from the server";
+      return std::nullopt;
+    }
+    for (size_t i = 2; i < frames.size(); ++i) {
+      r.payloads.push_back(frames[i].to_string());
+    }
+    return r;
+  }
+
+  // Receives until a message with `body` arrives (skipping others).
+  std::optional<Reply> ReceiveBody(v1::Envelope::BodyCase body) {
+    for (int i = 0; i < 1000; ++i) {
+      auto r = Receive();
+      if (!r) return std::nullopt;
+      if (r->env.body_case() == body) return r;
+    }
+    return std::nullopt;
+  }
+
+  v1::Welcome Hello(const std::string& session_id = "session-0123456") {
+    v1::Envelope env;
+    env.set_request_id(NextId());
+    env.mutable_hello()->set_session_id(session_id);
+    env.mutable_hello()->set_protocol_version(kProtocolVersion);
+    Send(env);
+    auto r = ReceiveBody(v1::Envelope::kWelcome);
+    EXPECT_TRUE(r.has_value());
+    return r ? r->env.welcome() : v1::Welcome();
+  }
+
+  // Subscribes and waits for the Ack (or returns the Error).
+  v1::Envelope Subscribe(uint64_t sid, const std::string& pattern,
+                         uint64_t credit, uint64_t capacity = 0) {
+    v1::Envelope env;
+    env.set_request_id(NextId());
+    v1::Subscribe* s = env.mutable_subscribe();
+    s->set_sid(sid);
+    s->set_pattern(pattern);
+    s->set_initial_credit(credit);
+    s->set_capacity(capacity);
+    Send(env);
+    auto r = Receive();
+    EXPECT_TRUE(r.has_value());
+    return r ? r->env : v1::Envelope();
+  }
+
+  void Publish(uint64_t batch, const std::vector<std::string>& topics,
+               const std::vector<std::string>& payloads, uint64_t request_id) {
+    v1::Envelope env;
+    env.set_request_id(request_id);
+    env.mutable_publish()->set_batch_sequence(batch);
+    for (const auto& t : topics) {
+      env.mutable_publish()->add_entries()->set_topic(t);
+    }
+    Send(env, payloads);
+  }
+
+  void Credit(uint64_t sid, uint64_t n) {
+    v1::Envelope env;
+    env.mutable_credit()->set_sid(sid);
+    env.mutable_credit()->set_messages(n);
+    Send(env);
+  }
+
+  // Round trip: everything sent before is processed when it returns.
+  bool Flush() {
+    v1::Envelope env;
+    const uint64_t id = NextId();
+    env.set_request_id(id);
+    env.mutable_ping();
+    Send(env);
+    auto r = ReceiveBody(v1::Envelope::kPong);
+    return r && r->env.request_id() == id;
+  }
+
+  uint64_t NextId() { return ++request_id_; }
+
+ private:
+  zmq::socket_t socket_;
+  uint64_t request_id_ = 0;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartServer({}); }
+
+  void StartServer(ServerOptions options, BrokerOptions broker_options = {}) {
+    server_.reset();
+    broker_.reset();
+    auto broker = Broker::Create(broker_options);
+    ASSERT_THAT(broker, IsOk());
+    broker_ = std::move(*broker);
+    options.sdk_endpoint = "tcp://127.0.0.1:*";
+    options.publish_endpoint = "tcp://127.0.0.1:*";
+    options.subscribe_endpoint = "tcp://127.0.0.1:*";
+    auto server = Server::Start(broker_.get(), options);
+    ASSERT_THAT(server, IsOk());
+    server_ = std::move(*server);
+  }
+
+  std::unique_ptr<RawClient> Connect() {
+    return std::make_unique<RawClient>(context_, server_->sdk_endpoint());
+  }
+
+  // The broker's stats of the subscription to `pattern` (the remote one).
+  v1::SubscriptionStats SubscriptionStatsFor(const std::string& pattern) {
+    const v1::BrokerStats stats = broker_->Stats();
+    for (const v1::SubscriptionStats& s : stats.subscriptions()) {
+      if (s.pattern() == pattern) return s;
+    }
+    return v1::SubscriptionStats();
+  }
+
+  zmq::context_t context_{1};
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(ServerTest, BindsOsChosenPortsAndReportsThem) {
+  EXPECT_THAT(server_->sdk_endpoint(), HasSubstr("tcp://127.0.0.1:"));
+  EXPECT_NE(server_->sdk_endpoint(), "tcp://127.0.0.1:*");
+  EXPECT_NE(server_->sdk_endpoint(), server_->publish_endpoint());
+  EXPECT_NE(server_->epoch(), 0u);
+}
+
+TEST_F(ServerTest, HelloGetsWelcomeWithEpochAndLimits) {
+  auto client = Connect();
+  const v1::Welcome w = client->Hello();
+  EXPECT_EQ(w.broker_epoch(), server_->epoch());
+  EXPECT_EQ(w.max_message_bytes(), broker_->options().max_message_bytes);
+  EXPECT_EQ(w.max_credit(), ServerOptions().max_credit);
+  EXPECT_FALSE(w.resumed());
+  EXPECT_EQ(server_->Stats().sessions_active(), 1u);
+  // The same session again on the same connection: resumed.
+  EXPECT_TRUE(client->Hello().resumed());
+}
+
+TEST_F(ServerTest, PublishAndDeliverWithinCredit) {
+  auto sub = Connect();
+  auto pub = Connect();
+  sub->Hello("subscriber-00001");
+  pub->Hello("publisher-000001");
+  constexpr uint64_t kSid = 7;
+  const v1::Envelope ack = sub->Subscribe(kSid, "orders.>", /*credit=*/3);
+  ASSERT_EQ(ack.body_case(), v1::Envelope::kAck);
+  EXPECT_EQ(ack.ack().sid(), kSid);
+  EXPECT_EQ(ack.ack().broker_epoch(), server_->epoch());
+
+  std::vector<std::string> topics, payloads;
+  for (int i = 0; i < 5; ++i) {
+    topics.push_back("orders.eu");
+    payloads.push_back(absl::StrCat("order-", i));
+  }
+  pub->Publish(/*batch=*/1, topics, payloads, /*request_id=*/99);
+  auto acked = pub->ReceiveBody(v1::Envelope::kAck);
+  ASSERT_TRUE(acked.has_value());
+  EXPECT_EQ(acked->env.request_id(), 99u);
+  EXPECT_EQ(acked->env.ack().acked_batch_sequence(), 1u);
+
+  // Exactly three arrive (the credit), in order, with their sequence numbers.
+  std::vector<std::string> got;
+  while (got.size() < 3) {
+    auto d = sub->ReceiveBody(v1::Envelope::kDeliver);
+    ASSERT_TRUE(d.has_value());
+    ASSERT_EQ(d->payloads.size(),
+              static_cast<size_t>(d->env.deliver().entries_size()));
+    for (int i = 0; i < d->env.deliver().entries_size(); ++i) {
+      const v1::DeliverEntry& e = d->env.deliver().entries(i);
+      EXPECT_EQ(e.sid(), kSid);
+      EXPECT_EQ(e.topic(), "orders.eu");
+      EXPECT_EQ(e.sequence(), got.size() + 1);
+      EXPECT_GT(e.publish_time_unix_ns(), 0u);
+      got.push_back(d->payloads[i]);
+    }
+  }
+  EXPECT_EQ(got.size(), 3u);
+  EXPECT_FALSE(sub->Receive(std::chrono::milliseconds(50)).has_value());
+  // More credit releases the rest.
+  sub->Credit(kSid, 10);
+  while (got.size() < 5) {
+    auto d = sub->ReceiveBody(v1::Envelope::kDeliver);
+    ASSERT_TRUE(d.has_value());
+    for (auto& p : d->payloads) got.push_back(p);
+  }
+  EXPECT_THAT(got, ::testing::ElementsAre("order-0", "order-1", "order-2",
+                                          "order-3", "order-4"));
+}
+
+TEST_F(ServerTest, SlowRemoteSubscriberDropsAreCountedExactly) {
+  constexpr uint64_t kCapacity = 10;
+  constexpr uint64_t kCredit = 4;
+  constexpr int kPublished = 50;
+  auto sub = Connect();
+  sub->Hello();
+  ASSERT_EQ(sub->Subscribe(1, "t", kCredit, kCapacity).body_case(),
+            v1::Envelope::kAck);
+  for (int i = 0; i < kPublished; ++i) {
+    ASSERT_THAT(broker_->Publish("t", absl::StrCat(i)), IsOk());
+  }
+  // The credit's worth went out; the queue holds its capacity; the rest
+  // were dropped as queue_full, and every message is accounted for.
+  uint64_t received = 0;
+  while (received < kCredit) {
+    auto d = sub->ReceiveBody(v1::Envelope::kDeliver);
+    ASSERT_TRUE(d.has_value());
+    received += d->payloads.size();
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] { return SubscriptionStatsFor("t").delivered() == kCredit; }));
+  const v1::SubscriptionStats remote = SubscriptionStatsFor("t");
+  // Ground truth: the test published kPublished and received kCredit. How
+  // many were queued when the I/O thread took its kCredit depends on timing;
+  // the rest of the queue's overflow must be counted as queue_full.
+  EXPECT_EQ(remote.matched(), static_cast<uint64_t>(kPublished));
+  EXPECT_EQ(remote.delivered(), received);
+  EXPECT_LE(remote.queued(), kCapacity);
+  EXPECT_GE(remote.dropped().queue_full(), kPublished - kCredit - kCapacity);
+  EXPECT_EQ(
+      remote.matched(),
+      remote.delivered() + remote.dropped().queue_full() + remote.queued());
+  EXPECT_EQ(received, kCredit);
+  const uint64_t queued = remote.queued();
+
+  // Unsubscribe returns the final totals, queued now abandoned.
+  v1::Envelope unsub;
+  unsub.set_request_id(5);
+  unsub.mutable_unsubscribe()->set_sid(1);
+  sub->Send(unsub);
+  auto ack = sub->ReceiveBody(v1::Envelope::kAck);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->env.ack().totals().abandoned(), queued);
+  EXPECT_EQ(ack->env.ack().totals().matched(),
+            static_cast<uint64_t>(kPublished));
+}
+
+TEST_F(ServerTest, RefusedEntriesGetTheirOwnErrorAndTheRestArePublished) {
+  auto in_process = broker_->Subscribe(">");
+  ASSERT_THAT(in_process, IsOk());
+  auto pub = Connect();
+  pub->Hello();
+  pub->Publish(4, {"good.one", "bad..topic", "good.two"}, {"1", "2", "3"}, 8);
+  auto error = pub->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(error->env.error().batch_sequence(), 4u);
+  EXPECT_EQ(error->env.error().entry_index(), 1u);
+  EXPECT_THAT(error->env.error().message(), HasSubstr("empty token"));
+  auto ack = pub->ReceiveBody(v1::Envelope::kAck);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->env.ack().acked_batch_sequence(), 4u);
+  EXPECT_THAT(in_process->TryReceive(), IsOk());
+  EXPECT_THAT(in_process->TryReceive(), IsOk());
+  EXPECT_THAT(in_process->TryReceive(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_EQ(server_->Stats().publish_refused(), 1u);
+  EXPECT_EQ(server_->Stats().publish_accepted(), 2u);
+}
+
+TEST_F(ServerTest, OversizedPayloadBelowTheHardCapGetsAnError) {
+  BrokerOptions b;
+  b.max_message_bytes = 1000;
+  StartServer({}, b);
+  auto pub = Connect();
+  pub->Hello();
+  pub->Publish(1, {"t"}, {std::string(5000, 'x')}, 1);
+  auto error = pub->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(error->env.error().message(), HasSubstr("max_message_bytes"));
+  EXPECT_EQ(server_->Stats().oversized(), 1u);
+  // Topic + payload just over the limit is refused by the broker itself.
+  pub->Publish(2, {"t"}, {std::string(1000, 'x')}, 2);
+  error = pub->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.error().entry_index(), 0u);
+  // The session still works.
+  EXPECT_TRUE(pub->Flush());
+}
+
+TEST_F(ServerTest, OversizedFrameBeyondTheHardCapDropsOnlyThatConnection) {
+  BrokerOptions b;
+  b.max_message_bytes = 1000;
+  StartServer({}, b);
+  auto bad = Connect();
+  auto good = Connect();
+  bad->Hello("bad-session-0001");
+  good->Hello("good-session-001");
+  bad->Publish(1, {"t"}, {std::string(3 << 20, 'x')}, 1);  // Over 1000 + 1MiB.
+  ASSERT_TRUE(WaitFor([&] { return server_->Stats().disconnects() >= 1; }));
+  EXPECT_TRUE(good->Flush());
+}
+
+TEST_F(ServerTest, RequestsWithoutSessionAreRefused) {
+  auto client = Connect();
+  client->Publish(1, {"t"}, {"x"}, 1);
+  auto error = client->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(server_->Stats().no_session(), 1u);
+}
+
+TEST_F(ServerTest, ForeignPeersAndBadFramesAreCountedAndAnswered) {
+  auto client = Connect();
+  client->Hello();
+  // Foreign magic: dropped without a reply.
+  client->SendFrames({"GET / HTTP/1.1", "x"});
+  // Our magic, another version: kUnimplemented.
+  client->SendFrames({MagicFrame(9), "x"});
+  auto error = client->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kUnimplemented));
+  // Not an envelope: kInvalidArgument.
+  client->SendFrames({MagicFrame(), std::string("\xff\xff\xff", 3)});
+  error = client->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  // An envelope with no command: kUnimplemented.
+  client->SendFrames({MagicFrame(), v1::Envelope().SerializeAsString()});
+  error = client->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kUnimplemented));
+  // Entries and payload frames that do not match: kInvalidArgument.
+  client->Publish(1, {"a", "b"}, {"only one"}, 0);
+  error = client->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_THAT(error->env.error().message(), HasSubstr("payload frames"));
+  EXPECT_TRUE(client->Flush());
+  const v1::ServerStats s = server_->Stats();
+  EXPECT_EQ(s.bad_magic(), 1u);
+  EXPECT_EQ(s.unsupported_version(), 1u);
+  EXPECT_EQ(s.malformed(), 2u);
+  EXPECT_EQ(s.unknown_command(), 1u);
+}
+
+TEST_F(ServerTest, RandomAndTruncatedFramesLeaveTheServerServingOthers) {
+  const uint32_t seed = 20261124;
+  std::printf("fuzz seed %u\n", seed);
+  std::mt19937 rng(seed);
+  auto fuzzer = Connect();
+  auto good = Connect();
+  good->Hello("good-session-001");
+  ASSERT_EQ(good->Subscribe(1, ">", 100).body_case(), v1::Envelope::kAck);
+  v1::Envelope valid;
+  valid.set_request_id(1);
+  valid.mutable_publish()->set_batch_sequence(1);
+  valid.mutable_publish()->add_entries()->set_topic("a.b");
+  const std::string valid_body = valid.SerializeAsString();
+  for (int i = 0; i < 300; ++i) {
+    std::vector<std::string> frames;
+    const int n = static_cast<int>(rng() % 5);
+    for (int f = 0; f < n; ++f) {
+      std::string frame;
+      switch (rng() % 4) {
+        case 0:
+          frame = MagicFrame();
+          break;
+        case 1:
+          frame = valid_body.substr(0, rng() % (valid_body.size() + 1));
+          break;
+        case 2: {
+          frame = valid_body;
+          frame[rng() % frame.size()] = static_cast<char>(rng());
+          break;
+        }
+        default:
+          frame.resize(rng() % 64);
+          for (char& c : frame) c = static_cast<char>(rng());
+      }
+      frames.push_back(frame);
+    }
+    if (frames.empty()) frames.push_back("");
+    fuzzer->SendFrames(frames);
+    if (i == 100)
+      fuzzer->Hello("fuzzer-session01");  // Fuzz with a session too.
+  }
+  // The good client is still served.
+  ASSERT_THAT(broker_->Publish("after.fuzz", "ok"), IsOk());
+  std::optional<RawClient::Reply> d;
+  while ((d = good->ReceiveBody(v1::Envelope::kDeliver))) {
+    bool found = false;
+    for (const auto& e : d->env.deliver().entries()) {
+      if (e.topic() == "after.fuzz") found = true;
+    }
+    if (found) break;
+  }
+  ASSERT_TRUE(d.has_value());
+  EXPECT_TRUE(good->Flush());
+}
+
+TEST_F(ServerTest, LimitsOnClientsAndSubscriptions) {
+  ServerOptions o;
+  o.max_clients = 1;
+  o.max_subscriptions_per_client = 2;
+  StartServer(o);
+  auto first = Connect();
+  first->Hello("first-session-01");
+  auto second = Connect();
+  v1::Envelope hello;
+  hello.set_request_id(1);
+  hello.mutable_hello()->set_session_id("second-session-1");
+  hello.mutable_hello()->set_protocol_version(kProtocolVersion);
+  second->Send(hello);
+  auto error = second->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(server_->Stats().clients_refused(), 1u);
+
+  EXPECT_EQ(first->Subscribe(1, "a", 10).body_case(), v1::Envelope::kAck);
+  EXPECT_EQ(first->Subscribe(2, "b", 10).body_case(), v1::Envelope::kAck);
+  v1::Envelope third = first->Subscribe(3, "c", 10);
+  ASSERT_EQ(third.body_case(), v1::Envelope::kError);
+  EXPECT_EQ(third.error().status_code(),
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(third.error().sid(), 3u);
+  // Bad requests: duplicate sid, credit out of range, bad pattern.
+  EXPECT_EQ(first->Subscribe(1, "a", 10).error().status_code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(ServerTest, SilentSessionsExpireAndFreeTheirSubscriptions) {
+  ServerOptions o;
+  o.session_ttl = absl::Milliseconds(200);
+  StartServer(o);
+  auto client = Connect();
+  client->Hello();
+  ASSERT_EQ(client->Subscribe(1, "t", 10, 5).body_case(), v1::Envelope::kAck);
+  ASSERT_THAT(broker_->Publish("t", "x"), IsOk());
+  ASSERT_TRUE(
+      WaitFor([&] { return server_->Stats().sessions_expired() == 1; }));
+  EXPECT_EQ(server_->Stats().sessions_active(), 0u);
+  const v1::BrokerStats stats = broker_->Stats();
+  EXPECT_EQ(stats.subscriptions_closed(), 1u);
+  EXPECT_EQ(stats.closed_matched(), 1u);
+}
+
+TEST_F(ServerTest, StatsRequestReturnsBrokerAndServerStats) {
+  auto client = Connect();
+  client->Hello();
+  v1::Envelope req;
+  req.set_request_id(42);
+  req.mutable_stats_request();
+  client->Send(req);
+  auto reply = client->ReceiveBody(v1::Envelope::kStatsReply);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->env.request_id(), 42u);
+  EXPECT_EQ(reply->env.stats_reply().server().sessions_active(), 1u);
+}
+
+TEST_F(ServerTest, PlainPubIntoXsubReachesSubscribers) {
+  auto sub = broker_->Subscribe("plain.>");
+  ASSERT_THAT(sub, IsOk());
+  zmq::socket_t pub(context_, zmq::socket_type::pub);
+  pub.set(zmq::sockopt::linger, 0);
+  pub.connect(server_->publish_endpoint());
+  // Slow joiner: publish until the first message arrives.
+  absl::StatusOr<Delivery> d;
+  for (int i = 0; i < 3000; ++i) {
+    (void)pub.send(zmq::str_buffer("plain.topic"), zmq::send_flags::sndmore);
+    (void)pub.send(zmq::str_buffer("hello"), zmq::send_flags::none);
+    d = sub->Receive(absl::Milliseconds(10));
+    if (d.ok()) break;
+  }
+  ASSERT_THAT(d, IsOk());
+  EXPECT_EQ(d->topic(), "plain.topic");
+  EXPECT_EQ(d->payload(), "hello");
+  // Wrong frame counts and invalid topics are refused and counted.
+  const uint64_t refused_before = server_->Stats().plain_refused();
+  (void)pub.send(zmq::str_buffer("only.one.frame"), zmq::send_flags::none);
+  (void)pub.send(zmq::str_buffer("bad..topic"), zmq::send_flags::sndmore);
+  (void)pub.send(zmq::str_buffer("x"), zmq::send_flags::none);
+  EXPECT_TRUE(WaitFor(
+      [&] { return server_->Stats().plain_refused() == refused_before + 2; }));
+}
+
+TEST_F(ServerTest, PlainSubFromXpubReceivesByPrefix) {
+  zmq::socket_t sub(context_, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::linger, 0);
+  sub.set(zmq::sockopt::subscribe, "orders.");
+  sub.set(zmq::sockopt::rcvtimeo, 10);
+  sub.connect(server_->subscribe_endpoint());
+  std::vector<zmq::message_t> frames;
+  for (int i = 0; i < 3000 && frames.empty(); ++i) {
+    ASSERT_THAT(broker_->Publish("payments.x", "not for it"), IsOk());
+    ASSERT_THAT(broker_->Publish("orders.eu", "for it"), IsOk());
+    (void)zmq::recv_multipart(sub, std::back_inserter(frames));
+  }
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0].to_string(), "orders.eu");
+  EXPECT_EQ(frames[1].to_string(), "for it");
+}
+
+TEST_F(ServerTest, StopSendsGoodbyeAndClosesRemoteSubscriptions) {
+  auto client = Connect();
+  client->Hello();
+  ASSERT_EQ(client->Subscribe(1, "t", 10).body_case(), v1::Envelope::kAck);
+  server_->Stop(absl::Now() + absl::Seconds(5));
+  auto bye = client->ReceiveBody(v1::Envelope::kGoodbye);
+  ASSERT_TRUE(bye.has_value());
+  EXPECT_EQ(broker_->Stats().subscriptions_active(), 0u);
+}
+
+}  // namespace
+}  // namespace herald::net
