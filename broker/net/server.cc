@@ -143,6 +143,11 @@ class Server::Impl {
   void Start() {
     thread_ = std::thread([this] { Loop(); });
   }
+  void StopIntake() {
+    // Release: pairs with the acquire in Loop().
+    intake_stopped_.store(true, std::memory_order_release);
+    Wake();
+  }
   void Stop(absl::Time deadline);
   v1::ServerStats Stats() const;
 
@@ -188,6 +193,7 @@ class Server::Impl {
   void HandlePlainPublish();
   void FeedPlainSubscribers();
   void Shutdown();
+  void SendGoodbyes();
   void NotifyReady(uint64_t key);
 
   Broker* const broker_;
@@ -203,6 +209,7 @@ class Server::Impl {
   std::thread thread_;
   absl::Mutex stop_mu_;  // Serializes Stop().
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> intake_stopped_{false};
   mutable Counters counters_;
 
   // Keys of subscriptions that received messages, from publisher threads.
@@ -215,6 +222,8 @@ class Server::Impl {
   absl::flat_hash_map<uint64_t, std::pair<std::string, uint64_t>> keys_;
   absl::flat_hash_set<uint64_t> ready_;
   uint64_t next_key_ = kPlainFeedKey + 1;
+  bool goodbye_sent_ = false;
+  absl::Time linger_until_ = absl::InfiniteFuture();
   absl::Time next_sweep_ = absl::InfinitePast();
   // The plain subscribe endpoint: its core subscription and what is popped
   // from it but not yet sent (XPUB_NODROP back-pressure).
@@ -325,9 +334,11 @@ void Server::Impl::Wake() {
 
 void Server::Impl::Stop(absl::Time deadline) {
   absl::MutexLock lock(&stop_mu_);
-  (void)deadline;  // The I/O thread's own shutdown is bounded by linger.
   if (!thread_.joinable()) return;
-  // Release: pairs with the acquire in Loop().
+  // Read by the I/O thread after it sees stopping_ (release/acquire below).
+  linger_until_ = deadline;
+  StopIntake();
+  // Release: pairs with the acquire in Loop(); publishes linger_until_.
   stopping_.store(true, std::memory_order_release);
   Wake();
   thread_.join();
@@ -399,6 +410,9 @@ void Server::Impl::Loop() {
         }
         Bump(counters_.disconnects);
       }
+    }
+    if (!goodbye_sent_ && intake_stopped_.load(std::memory_order_acquire)) {
+      SendGoodbyes();
     }
     DrainReady();
     if (xpub_index >= 0) FeedPlainSubscribers();
@@ -517,7 +531,13 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
               absl::UnimplementedError("envelope: unknown or missing command"));
     return;
   }
+  const bool intake_stopped = intake_stopped_.load(std::memory_order_acquire);
   if (env.body_case() == v1::Envelope::kHello) {
+    if (intake_stopped) {
+      SendError(routing_id, env.request_id(),
+                absl::UnavailableError("hello: the server is stopping"));
+      return;
+    }
     HandleHello(routing_id, env);
     return;
   }
@@ -537,6 +557,15 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
               absl::InvalidArgumentError(absl::StrCat(
                   "envelope: ", payload_frames,
                   " payload frames with a command that carries none")));
+    return;
+  }
+  if (intake_stopped && (env.body_case() == v1::Envelope::kPublish ||
+                         env.body_case() == v1::Envelope::kSubscribe)) {
+    Bump(env.body_case() == v1::Envelope::kPublish
+             ? counters_.publish_refused
+             : counters_.subscriptions_refused);
+    SendError(routing_id, env.request_id(),
+              absl::UnavailableError("the server is stopping"));
     return;
   }
   switch (env.body_case()) {
@@ -768,6 +797,7 @@ void Server::Impl::HandleUnsubscribe(Session& s, const v1::Envelope& env) {
     return;
   }
   absl::StatusOr<SubscriptionTotals> totals = it->second->subscription.Close();
+  counters_.remote_subscriptions.fetch_sub(1, std::memory_order_relaxed);
   keys_.erase(it->second->key);
   ready_.erase(it->second->key);
   s.subs.erase(it);
@@ -815,6 +845,7 @@ void Server::Impl::CloseSession(const std::string& routing_id, bool expired) {
   for (auto& [sid, rs] : it->second->subs) {
     // The totals stay in the broker's stats (closed_*).
     rs->subscription.Close().IgnoreError();
+    counters_.remote_subscriptions.fetch_sub(1, std::memory_order_relaxed);
     keys_.erase(rs->key);
     ready_.erase(rs->key);
   }
@@ -920,7 +951,7 @@ void Server::Impl::HandlePlainPublish() {
     }
     if (!got) break;
     Bump(counters_.frames_received, frames.size());
-    if (frames.size() != 2) {
+    if (frames.size() != 2 || intake_stopped_.load(std::memory_order_acquire)) {
       Bump(counters_.plain_refused);
       continue;
     }
@@ -968,28 +999,44 @@ void Server::Impl::FeedPlainSubscribers() {
   }
 }
 
-void Server::Impl::Shutdown() {
-  // Goodbye to every session, then close their subscriptions.
-  std::vector<std::string> routing_ids;
-  for (const auto& [rid, s] : sessions_) routing_ids.push_back(rid);
-  for (const std::string& rid : routing_ids) {
+void Server::Impl::SendGoodbyes() {
+  goodbye_sent_ = true;
+  std::vector<std::string> gone;
+  for (const auto& [rid, s] : sessions_) {
     v1::Envelope bye;
     bye.mutable_goodbye()->set_reason("server stopping");
-    Send(rid, bye);
-    CloseSession(rid, false);
+    if (!Send(rid, bye)) gone.push_back(rid);
   }
-  if (plain_feed_.valid())
-    plain_feed_.Close().IgnoreError();  // Totals stay
-                                        // in stats.
+  for (const std::string& rid : gone) CloseSession(rid, false);
+}
+
+void Server::Impl::Shutdown() {
+  if (!goodbye_sent_) SendGoodbyes();
+  std::vector<std::string> routing_ids;
+  for (const auto& [rid, s] : sessions_) routing_ids.push_back(rid);
+  // Closing a remote subscription keeps its totals in the broker's stats.
+  for (const std::string& rid : routing_ids) CloseSession(rid, false);
+  if (plain_feed_.valid()) plain_feed_.Close().IgnoreError();  // Same.
   plain_pending_.clear();
+  // Unsent messages may go out for the configured linger, within the
+  // caller's deadline.
+  const absl::Duration left =
+      std::max(absl::ZeroDuration(), linger_until_ - absl::Now());
+  const int linger = static_cast<int>(
+      absl::ToInt64Milliseconds(std::min(options_.linger, left)));
   if (monitor_) {
-    router_->set(zmq::sockopt::linger, 0);
     zmq_socket_monitor(router_->handle(), nullptr, 0);
     monitor_->close();
   }
-  if (router_) router_->close();
+  if (router_) {
+    router_->set(zmq::sockopt::linger, linger);
+    router_->close();
+  }
   if (xsub_) xsub_->close();
-  if (xpub_) xpub_->close();
+  if (xpub_) {
+    xpub_->set(zmq::sockopt::linger, linger);
+    xpub_->close();
+  }
 }
 
 v1::ServerStats Server::Impl::Stats() const {
@@ -1053,6 +1100,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Broker* broker,
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() { Stop(absl::Now()); }
+
+void Server::StopIntake() { impl_->StopIntake(); }
 
 void Server::Stop(absl::Time deadline) {
   internal::EnsureThreadIdentity();

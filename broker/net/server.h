@@ -79,10 +79,20 @@ class Server {
   // This broker run's epoch, sent in Welcome.
   uint64_t epoch() const { return epoch_; }
 
-  // Stops intake, sends Goodbye to every session, closes the remote
-  // subscriptions (their totals stay in the broker's stats), closes the
-  // sockets (linger as configured) and joins the I/O thread, all within
-  // `deadline`. Idempotent. Does not shut the broker down.
+  // First step of a graceful stop: sends Goodbye to every session, then
+  // refuses new sessions, publishes and subscribes (kUnavailable; plain
+  // publishes are refused and counted), while remote subscriptions keep
+  // being delivered within credit, so that Broker::Shutdown(drain) can let
+  // them drain. Returns at once. Idempotent.
+  void StopIntake();
+
+  // Stops intake (if not done), closes the remote subscriptions (their
+  // totals stay in the broker's stats), closes the sockets (letting unsent
+  // messages go for the configured linger, at most until `deadline`) and
+  // joins the I/O thread. Idempotent. Does not shut the broker down.
+  //
+  // DESIGN.md's order for a daemon: StopIntake(), Broker::Shutdown(drain),
+  // then Stop(deadline).
   void Stop(absl::Time deadline);
 
   // A snapshot of the server's counters.
