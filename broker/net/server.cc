@@ -928,11 +928,11 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     }
     rs.credit -= batch->size();
     budget -= batch->size();
-    Bump(counters_.delivered, batch->size());
     if (!Send(s.routing_id, env, &payloads)) {
       CloseSession(s.routing_id, false);
       return false;
     }
+    Bump(counters_.delivered, batch->size());
   }
   return true;
 }

@@ -62,6 +62,11 @@ TEST(KilledSubscriberTest, SessionIsFreedWithinTheTtl) {
   EXPECT_EQ((*server)->Stats().sessions_active(), 1u);
   EXPECT_EQ((*broker)->Stats().subscriptions_active(), 1u);
   ASSERT_THAT((*broker)->Publish("orders.eu", "before the kill"), IsOk());
+  // Let the server send it before the kill: a send to the dead peer would
+  // end the session through EHOSTUNREACH (sessions_closed) instead of the
+  // TTL this test is about.
+  ASSERT_TRUE(WaitFor(
+      [&] { return (*server)->Stats().delivered() == 1; }, absl::Seconds(30)));
 
   ASSERT_EQ(kill(child, SIGKILL), 0);
   int status = 0;
