@@ -202,8 +202,11 @@ void SubscriptionState::AfterPush() {
     return;
   }
   // Seq_cst: the event count's Dekker pair with the consumer's seq_cst
-  // increment of waiters_ before its last emptiness check (see Receive()).
-  if (waiters_.load(std::memory_order_seq_cst) != 0) {
+  // store of parked_ before its last emptiness check (see ReceiveInto()).
+  // The first publisher to see it clears it, so a parked consumer is woken
+  // once, not by every publish until it runs.
+  if (parked_.load(std::memory_order_seq_cst) &&
+      parked_.exchange(false, std::memory_order_seq_cst)) {
     absl::MutexLock lock(&consumer_mu_);
     ++wake_epoch_;
     consumer_cv_.SignalAll();
@@ -277,9 +280,12 @@ bool SubscriptionState::WaitLocked(absl::Time deadline,
 
 absl::StatusOr<Delivery> SubscriptionState::Receive(absl::Time deadline,
                                                     std::stop_token stop) {
-  HERALD_ASSIGN_OR_RETURN(std::vector<Delivery> batch,
-                          ReceiveBatch(1, deadline, std::move(stop)));
-  return std::move(batch.front());
+  Delivery out;
+  HERALD_RETURN_IF_ERROR(ReceiveInto(deadline, stop, [&](Delivery&& d) {
+    out = std::move(d);
+    return false;  // One is enough.
+  }));
+  return out;
 }
 
 absl::StatusOr<std::vector<Delivery>> SubscriptionState::ReceiveBatch(
@@ -287,6 +293,18 @@ absl::StatusOr<std::vector<Delivery>> SubscriptionState::ReceiveBatch(
   if (max_messages == 0) {
     return absl::InvalidArgumentError("receive batch: max_messages is 0");
   }
+  std::vector<Delivery> out;
+  HERALD_RETURN_IF_ERROR(ReceiveInto(deadline, stop, [&](Delivery&& d) {
+    if (out.empty()) out.reserve(std::min<size_t>(max_messages, 64));
+    out.push_back(std::move(d));
+    return out.size() < max_messages;
+  }));
+  return out;
+}
+
+absl::Status SubscriptionState::ReceiveInto(
+    absl::Time deadline, const std::stop_token& stop,
+    absl::FunctionRef<bool(Delivery&&)> sink) {
   if (callback_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "subscription ", id_, " delivers to a callback; it cannot Receive"));
@@ -298,46 +316,45 @@ absl::StatusOr<std::vector<Delivery>> SubscriptionState::ReceiveBatch(
     on_stop.emplace(stop, StopWake{&consumer_mu_, &consumer_cv_, &wake_epoch_});
   }
   absl::MutexLock lock(&consumer_mu_);
+  // Withdraws this consumer's announcement on every way out. Relaxed: only
+  // publishers that might wake us read it, and a stale true costs one
+  // needless wake-up at most.
+  struct Unpark {
+    std::atomic<bool>* parked;
+    ~Unpark() { parked->store(false, std::memory_order_relaxed); }
+  } unpark{&parked_};
+  const bool infinite = deadline == absl::InfiniteFuture();
   bool announced = false;
-  std::vector<Delivery> out;
   while (true) {
     Delivery d;
     if (!frozen_ && PopLocked(&d)) {
-      out.push_back(std::move(d));
-      while (out.size() < max_messages && PopLocked(&d)) {
-        out.push_back(std::move(d));
+      while (sink(std::move(d)) && PopLocked(&d)) {
       }
-      break;
+      return absl::OkStatus();
     }
-    if (frozen_) {
-      if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
-      return EndedStatusLocked();
-    }
+    if (frozen_) return EndedStatusLocked();
     if (closing_.load(std::memory_order_acquire)) {
-      if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
       return absl::FailedPreconditionError(absl::StrCat(
           "subscription ", id_, " to \"", pattern_, "\" is closing"));
     }
     if (stop.stop_requested()) {
-      if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
       return absl::CancelledError("receive: stop requested");
     }
-    if (absl::Now() >= deadline) {
-      if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
+    if (!infinite && absl::Now() >= deadline) {
       return absl::DeadlineExceededError(
           "receive: no message before the deadline");
     }
     if (!announced) {
       // Seq_cst: announce before the re-check of the queue (event count).
-      waiters_.fetch_add(1, std::memory_order_seq_cst);
+      parked_.store(true, std::memory_order_seq_cst);
       announced = true;
       continue;
     }
     WaitLocked(deadline, stop);
+    // The publisher that woke us cleared parked_: announce again before the
+    // next wait.
+    announced = false;
   }
-  // Relaxed: only this consumer's own announcement is withdrawn.
-  if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
-  return out;
 }
 
 bool SubscriptionState::RunTurn() {

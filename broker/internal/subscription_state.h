@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -135,6 +136,10 @@ class SubscriptionState
   };
 
   bool PopLocked(Delivery* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  // Waits for at least one message (see Receive()), then hands messages to
+  // `sink` while it returns true and messages are ready.
+  absl::Status ReceiveInto(absl::Time deadline, const std::stop_token& stop,
+                           absl::FunctionRef<bool(Delivery&&)> sink);
   bool HasMessageLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
   // Wakes a parked consumer or schedules the callback executor.
   void AfterPush();
@@ -186,7 +191,7 @@ class SubscriptionState
 
   // Consumer side. consumer_mu_ serializes every pop (the ring has one
   // consumer) and is the event count's mutex for parking.
-  mutable absl::Mutex consumer_mu_;
+  alignas(kCacheLineSize) mutable absl::Mutex consumer_mu_;
   absl::CondVar consumer_cv_;
   uint64_t wake_epoch_ ABSL_GUARDED_BY(consumer_mu_) = 0;
   bool frozen_ ABSL_GUARDED_BY(consumer_mu_) = false;
@@ -200,8 +205,9 @@ class SubscriptionState
   std::atomic<uint64_t> abandoned_{0};
   std::atomic<uint64_t> high_water_{0};
 
-  // Pull: consumers announced as about to park (event count).
-  alignas(kCacheLineSize) std::atomic<uint32_t> waiters_{0};
+  // Pull: a consumer announced it is about to park (event count); cleared
+  // by the publisher that wakes it.
+  alignas(kCacheLineSize) std::atomic<bool> parked_{false};
   // Callback: an executor turn is scheduled or running. Notifier: marked
   // ready (notified and not yet re-armed).
   std::atomic<bool> scheduled_{false};
