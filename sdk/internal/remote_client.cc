@@ -1,0 +1,313 @@
+#include "sdk/internal/remote_client.h"
+
+#include <algorithm>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "broker/internal/thread_identity.h"
+#include "broker/util/status_macros.h"
+#include "sdk/internal/handles.h"
+#include "sdk/internal/remote_core.h"
+
+namespace herald::internal {
+namespace {
+
+void Bump(std::atomic<uint64_t>& counter, uint64_t n = 1) {
+  // Relaxed: statistics.
+  counter.fetch_add(n, std::memory_order_relaxed);
+}
+
+void Drop(std::atomic<uint64_t>& counter, uint64_t n = 1) {
+  // Relaxed: statistics.
+  counter.fetch_sub(n, std::memory_order_relaxed);
+}
+
+// Wakes a receive call parked on `sub` when its stop token is requested:
+// taking and releasing the mutex makes it evaluate its condition again.
+struct WakeOnStop {
+  RemoteSub* sub;
+  void operator()() const {
+    EnsureThreadIdentity();  // Runs on the thread that requests the stop.
+    absl::MutexLock lock(&sub->mu);
+  }
+};
+
+// Takes the next message of `sub`, waiting until `deadline` (see
+// Subscriber::Receive()). With `consume`, the message counts as consumed at
+// once (credit); otherwise the caller calls Consumed() when done with it.
+absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
+                             absl::Time deadline, const std::stop_token& stop,
+                             bool consume);
+
+// Counts `n` messages of `sub` consumed and returns credit every half window.
+void Consumed(RemoteCore& core, RemoteSub& sub, uint64_t n) {
+  uint64_t give = 0;
+  uint64_t incarnation = 0;
+  {
+    absl::MutexLock lock(&sub.mu);
+    if (sub.closed) return;
+    sub.unreturned += static_cast<int64_t>(n);
+    const auto threshold =
+        static_cast<int64_t>(std::max<uint64_t>(1, sub.window / 2));
+    if (sub.unreturned >= threshold) {
+      give = static_cast<uint64_t>(sub.unreturned);
+      sub.unreturned = 0;
+      incarnation = sub.incarnation;
+    }
+  }
+  if (give > 0) core.ReturnCredit(sub.sid, incarnation, give);
+}
+
+absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
+                             absl::Time deadline, const std::stop_token& stop,
+                             bool consume) {
+  EnsureThreadIdentity();
+  // Constructed before the lock and destroyed after it: its destructor waits
+  // for a running WakeOnStop, which takes the lock.
+  std::optional<std::stop_callback<WakeOnStop>> on_stop;
+  if (stop.stop_possible()) on_stop.emplace(stop, WakeOnStop{&sub});
+  absl::StatusOr<Received> result;
+  {
+    absl::MutexLock lock(&sub.mu);
+    auto ready = [&sub, &stop]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(sub.mu) {
+      return sub.closed || !sub.buffer.empty() || !sub.ended.ok() ||
+             stop.stop_requested();
+    };
+    if (!ready()) sub.mu.AwaitWithDeadline(absl::Condition(&ready), deadline);
+    if (sub.closed) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("receive: subscription ", sub.sid, " is closed"));
+    }
+    if (!sub.buffer.empty()) {
+      result = std::move(sub.buffer.front());
+      sub.buffer.pop_front();
+      ++sub.app_delivered;
+      Bump(core.counters().delivered);
+      Drop(core.counters().buffered);
+    } else if (!sub.ended.ok()) {
+      return sub.ended;
+    } else if (stop.stop_requested()) {
+      return absl::CancelledError("receive: cancelled by the stop token");
+    } else {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "receive: no message on subscription ", sub.sid, " by the deadline"));
+    }
+  }
+  if (consume) Consumed(core, sub, 1);
+  return result;
+}
+
+// Thread-safe.
+class RemotePublisher final : public PublisherImpl {
+ public:
+  RemotePublisher(std::shared_ptr<RemoteCore> core, absl::Duration wait)
+      : core_(std::move(core)), wait_(wait) {}
+
+  // PublisherImpl
+  absl::Status Publish(absl::string_view topic, absl::string_view payload,
+                       const Headers& headers,
+                       absl::string_view type_name) override {
+    return core_->Publish(topic, payload, headers, type_name, wait_);
+  }
+
+ private:
+  const std::shared_ptr<RemoteCore> core_;
+  const absl::Duration wait_;
+};
+
+// Thread safety as Subscriber's.
+class RemoteSubscriber final : public SubscriberImpl {
+ public:
+  RemoteSubscriber(std::shared_ptr<RemoteCore> core,
+                   std::shared_ptr<RemoteSub> sub, std::string pattern,
+                   Client::Callback callback)
+      : core_(std::move(core)), sub_(std::move(sub)), pattern_(pattern) {
+    if (callback == nullptr) return;
+    // The thread holds its own references: it may outlive this object when
+    // the subscriber is destroyed from inside its callback.
+    callback_thread_ =
+        std::thread([core = core_, sub = sub_, callback = std::move(callback),
+                     stop = callback_stop_.get_token()] {
+          EnsureThreadIdentity();
+          while (true) {
+            absl::StatusOr<Received> r =
+                Pop(*core, *sub, absl::InfiniteFuture(), stop,
+                    /*consume=*/false);
+            if (!r.ok()) return;  // Closed, ended or stopped.
+            callback(*r);
+            Consumed(*core, *sub, 1);
+          }
+        });
+    callback_thread_id_ = callback_thread_.get_id();
+  }
+
+  ~RemoteSubscriber() override {
+    EnsureThreadIdentity();
+    if (!close_.Begin()) return;  // Close() ran.
+    StopCallbackThread();
+    CloseLocally();
+    // Without waiting: the I/O thread forgets the subscription at its Ack.
+    core_->Unsubscribe(sub_->sid, /*wait=*/false).IgnoreError();
+  }
+
+  // SubscriberImpl
+  absl::StatusOr<Received> Receive(absl::Time deadline,
+                                   std::stop_token stop) override {
+    if (sub_->callback) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("receive: subscription ", sub_->sid, " has a callback"));
+    }
+    return Pop(*core_, *sub_, deadline, stop, /*consume=*/true);
+  }
+
+  absl::StatusOr<SubscriptionTotals> Close() override {
+    EnsureThreadIdentity();
+    return close_.Run([this] { return DoClose(); },
+                      callback_thread_id_ == std::this_thread::get_id());
+  }
+
+  uint64_t id() const override { return sub_->sid; }
+  const std::string& pattern() const override { return pattern_; }
+  void NoteDecodeError() override { Bump(core_->counters().decode_errors); }
+
+ private:
+  absl::StatusOr<SubscriptionTotals> DoClose() {
+    StopCallbackThread();
+    CloseLocally();
+    absl::StatusOr<v1::SubscriptionStats> stats =
+        core_->Unsubscribe(sub_->sid, /*wait=*/true);
+    if (!stats.ok()) return stats.status();
+    uint64_t app_delivered;
+    {
+      absl::MutexLock sub_lock(&sub_->mu);
+      app_delivered = sub_->app_delivered;
+    }
+    SubscriptionTotals t;
+    t.matched = stats->matched();
+    const v1::DropCounts& d = stats->dropped();
+    auto set = [&t](DropReason r, uint64_t n) {
+      t.dropped_by_reason[static_cast<size_t>(r)] = n;
+    };
+    set(DropReason::kQueueFull, d.queue_full());
+    set(DropReason::kEvictedOldest, d.evicted_oldest());
+    set(DropReason::kBlockTimeout, d.block_timeout());
+    set(DropReason::kClosed, d.closed());
+    set(DropReason::kShutdown, d.shutdown());
+    set(DropReason::kGroupFull, d.group_full());
+    // What the broker sent and the application did not take was abandoned
+    // here, in the client's buffer.
+    t.delivered = std::min(app_delivered, stats->delivered());
+    t.abandoned = stats->abandoned() + (stats->delivered() - t.delivered);
+    t.queued = stats->queued();
+    t.high_water = stats->high_water();
+    return t;
+  }
+
+  void StopCallbackThread() {
+    if (!callback_thread_.joinable()) return;
+    callback_stop_.request_stop();
+    if (callback_thread_.get_id() == std::this_thread::get_id()) {
+      // Closed from inside the callback: the thread ends after it returns.
+      callback_thread_.detach();
+    } else {
+      callback_thread_.join();
+    }
+  }
+
+  // Receive calls return kFailedPrecondition from here on; what is buffered
+  // is abandoned.
+  void CloseLocally() {
+    absl::MutexLock lock(&sub_->mu);
+    if (sub_->closed) return;
+    sub_->closed = true;
+    Bump(core_->counters().abandoned, sub_->buffer.size());
+    Drop(core_->counters().buffered, sub_->buffer.size());
+    sub_->buffer.clear();
+  }
+
+  const std::shared_ptr<RemoteCore> core_;
+  const std::shared_ptr<RemoteSub> sub_;
+  const std::string pattern_;
+  std::stop_source callback_stop_;
+  std::thread callback_thread_;
+  // The callback thread's id (none without a callback).
+  std::thread::id callback_thread_id_;
+  CloseOnce close_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Client>> RemoteClient::Connect(
+    absl::string_view url, ClientOptions options) {
+  const absl::Time deadline = absl::Now() + options.connect_timeout;
+  auto core =
+      std::make_shared<RemoteCore>(std::string(url), std::move(options));
+  if (absl::Status s = core->Start(deadline); !s.ok()) {
+    core->Close(absl::Now()).IgnoreError();  // Only stops the I/O thread.
+    return s;
+  }
+  return std::unique_ptr<Client>(new RemoteClient(std::move(core)));
+}
+
+RemoteClient::RemoteClient(std::shared_ptr<RemoteCore> core)
+    : core_(std::move(core)) {}
+
+RemoteClient::~RemoteClient() {
+  // The result says whether the flush completed; the counters keep it.
+  core_->Close(absl::Now() + core_->options().linger).IgnoreError();
+}
+
+absl::StatusOr<Publisher> RemoteClient::CreatePublisher(
+    PublisherOptions options) {
+  HERALD_RETURN_IF_ERROR(ValidatePublisherOptions(options));
+  if (core_->closing()) {
+    return absl::FailedPreconditionError(
+        "create publisher: the client is closed");
+  }
+  return HandleAccess::MakePublisher(
+      std::make_shared<RemotePublisher>(core_, options.buffer_wait));
+}
+
+absl::StatusOr<Subscriber> RemoteClient::Subscribe(
+    absl::string_view pattern, SubscriptionOptions options) {
+  HERALD_ASSIGN_OR_RETURN(std::shared_ptr<RemoteSub> sub,
+                          core_->Subscribe(pattern, options, false));
+  return HandleAccess::MakeSubscriber(std::make_unique<RemoteSubscriber>(
+      core_, std::move(sub), std::string(pattern), nullptr));
+}
+
+absl::StatusOr<Subscriber> RemoteClient::Subscribe(absl::string_view pattern,
+                                                   SubscriptionOptions options,
+                                                   Callback callback) {
+  if (callback == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("subscribe to \"", pattern, "\": the callback is null"));
+  }
+  HERALD_ASSIGN_OR_RETURN(std::shared_ptr<RemoteSub> sub,
+                          core_->Subscribe(pattern, options, true));
+  return HandleAccess::MakeSubscriber(std::make_unique<RemoteSubscriber>(
+      core_, std::move(sub), std::string(pattern), std::move(callback)));
+}
+
+absl::Status RemoteClient::Flush(absl::Time deadline) {
+  return core_->Flush(deadline);
+}
+
+absl::Status RemoteClient::Close(absl::Time deadline) {
+  return core_->Close(deadline);
+}
+
+ClientStats RemoteClient::Stats() const { return core_->Stats(); }
+
+absl::StatusOr<v1::BrokerStats> RemoteClient::BrokerStats(absl::Time deadline) {
+  return core_->BrokerStats(deadline);
+}
+
+}  // namespace herald::internal

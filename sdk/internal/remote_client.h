@@ -1,0 +1,75 @@
+// RemoteClient: herald::Client over a broker's net::Server ("tcp://",
+// "ipc://"), speaking docs/protocol.md on a ZeroMQ DEALER socket.
+//
+// One I/O thread owns the socket (a ZeroMQ socket is used by one thread
+// only). API calls hand it work through a mutex-protected queue and wake it
+// through an eventfd that it polls with zmq_poll next to the socket (not an
+// inproc socket: ThreadSanitizer cannot see hand-offs through libzmq).
+//
+// Publishing: Publish() copies the message into a bounded buffer; the I/O
+// thread sends it at once when no batch awaits its Ack, and otherwise
+// coalesces the buffer into the next batch (up to the broker's
+// max_batch_messages and max_message_bytes). Flush() is a Ping/Pong round
+// trip sent after every batch it covers.
+//
+// Sessions: Hello/Welcome, then a Ping every heartbeat. A dropped connection
+// (seen through a socket monitor read on the I/O thread), an Error answering
+// a Ping (the broker lost the session) or silence past the liveness timeout
+// makes the client say Hello again with the same session id; ZeroMQ
+// re-establishes the connection by itself, and Hello goes out as soon as its
+// handshake completes. A Goodbye (the broker is stopping) keeps the session
+// while the broker drains: deliveries and credit continue, publishes and
+// subscribes wait for the next session. If a Welcome shows the session was
+// lost (not resumed, or a new epoch), unacknowledged batches are counted lost
+// and every subscription is made again with its own sid; its next delivery
+// reports the gap.
+//
+// Internal to sdk/: made by Client::Connect().
+#ifndef HERALD_SDK_INTERNAL_REMOTE_CLIENT_H_
+#define HERALD_SDK_INTERNAL_REMOTE_CLIENT_H_
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "sdk/client.h"
+
+namespace herald::internal {
+
+class RemoteCore;
+
+// Thread-safe.
+class RemoteClient final : public Client {
+ public:
+  // Connects to `url` and waits for the broker's Welcome (see
+  // Client::Connect()). REQUIRES: ValidateClientOptions(options).ok().
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(absl::string_view url,
+                                                         ClientOptions options);
+
+  // Close(now + linger).
+  ~RemoteClient() override;
+
+  // herald::Client
+  absl::StatusOr<Publisher> CreatePublisher(PublisherOptions options) override;
+  absl::StatusOr<Subscriber> Subscribe(absl::string_view pattern,
+                                       SubscriptionOptions options) override;
+  absl::StatusOr<Subscriber> Subscribe(absl::string_view pattern,
+                                       SubscriptionOptions options,
+                                       Callback callback) override;
+  absl::Status Flush(absl::Time deadline) override;
+  absl::Status Close(absl::Time deadline) override;
+  ClientStats Stats() const override;
+  absl::StatusOr<v1::BrokerStats> BrokerStats(absl::Time deadline) override;
+
+ private:
+  explicit RemoteClient(std::shared_ptr<RemoteCore> core);
+
+  // Shared with the handles, which may outlive the client.
+  const std::shared_ptr<RemoteCore> core_;
+};
+
+}  // namespace herald::internal
+
+#endif  // HERALD_SDK_INTERNAL_REMOTE_CLIENT_H_

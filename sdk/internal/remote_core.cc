@@ -1,0 +1,1528 @@
+#include "sdk/internal/remote_core.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "broker/internal/thread_identity.h"
+#include "broker/net/framing.h"
+#include "broker/topic.h"
+#include "broker/util/check.h"
+#include "broker/util/status_macros.h"
+#include "sdk/internal/checks.h"
+#include "sdk/internal/handles.h"
+#include "zmq_addon.hpp"
+
+namespace herald::internal {
+namespace {
+
+// Credit window of a subscription that sets no queue_capacity (then the
+// broker's default capacity applies, which the client does not know).
+constexpr uint64_t kDefaultCreditWindow = 1024;
+// The longest pause between Hellos while (re)connecting.
+constexpr absl::Duration kMaxHelloInterval = absl::Seconds(1);
+// Incoming messages handled per loop turn before the rest of the work.
+constexpr int kReceiveBudget = 256;
+// How long the Goodbye may take to leave at Close() (ZMQ_LINGER), at most.
+constexpr absl::Duration kGoodbyeLinger = absl::Milliseconds(100);
+// Used when the broker announces no session time-to-live.
+constexpr absl::Duration kFallbackTtl = absl::Seconds(10);
+
+void Bump(std::atomic<uint64_t>& counter, uint64_t n = 1) {
+  // Relaxed: statistics, read as a live snapshot.
+  counter.fetch_add(n, std::memory_order_relaxed);
+}
+
+void Drop(std::atomic<uint64_t>& counter, uint64_t n) {
+  // Relaxed: statistics.
+  counter.fetch_sub(n, std::memory_order_relaxed);
+}
+
+uint64_t Read(const std::atomic<uint64_t>& counter) {
+  // Relaxed: statistics.
+  return counter.load(std::memory_order_relaxed);
+}
+
+std::string RandomSessionId() {
+  absl::BitGen gen;
+  std::string id(16, '\0');
+  for (char& c : id) c = static_cast<char>(absl::Uniform<uint8_t>(gen));
+  return id;
+}
+
+zmq::message_t Frame(absl::string_view bytes) {
+  return zmq::message_t(bytes.data(), bytes.size());
+}
+
+absl::string_view View(const zmq::message_t& m) {
+  return absl::string_view(static_cast<const char*>(m.data()), m.size());
+}
+
+v1::OverflowPolicy ToProto(const std::optional<OverflowPolicy>& p) {
+  if (!p.has_value()) return v1::OVERFLOW_POLICY_UNSPECIFIED;
+  switch (*p) {
+    case OverflowPolicy::kDropNewest:
+      return v1::OVERFLOW_POLICY_DROP_NEWEST;
+    case OverflowPolicy::kDropOldest:
+      return v1::OVERFLOW_POLICY_DROP_OLDEST;
+    case OverflowPolicy::kBlock:
+      return v1::OVERFLOW_POLICY_BLOCK;
+  }
+  return v1::OVERFLOW_POLICY_UNSPECIFIED;
+}
+
+absl::Status StatusFromError(const v1::Error& e) {
+  const int32_t code = e.status_code();
+  // A code outside absl's range is still an error: call it unknown.
+  const auto status_code = (code <= 0 || code > 16)
+                               ? absl::StatusCode::kUnknown
+                               : static_cast<absl::StatusCode>(code);
+  return absl::Status(status_code, e.message());
+}
+
+absl::Status ClientClosed(absl::string_view what) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, ": the client is closed"));
+}
+
+}  // namespace
+
+RemoteCore::RemoteCore(std::string url, ClientOptions options)
+    : url_(std::move(url)),
+      options_(std::move(options)),
+      session_id_(RandomSessionId()) {}
+
+RemoteCore::~RemoteCore() {
+  // Close() joined the I/O thread (RemoteClient always calls it).
+  HERALD_CHECK(!thread_.joinable());
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+absl::Status RemoteCore::Start(absl::Time deadline) {
+  EnsureThreadIdentity();
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("client: eventfd: ", std::strerror(errno)));
+  }
+  thread_ = std::thread([this] { Loop(); });
+  absl::MutexLock lock(&mu_);
+  auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return ever_connected_ || !connect_error_.ok() || io_exited_;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&answered), deadline);
+  if (ever_connected_) return absl::OkStatus();
+  if (!connect_error_.ok()) return connect_error_;
+  return absl::UnavailableError(absl::StrCat(
+      "connect to \"", url_, "\": no Welcome from the broker within ",
+      absl::FormatDuration(options_.connect_timeout)));
+}
+
+// ------------------------------------------------------------ API threads
+
+bool RemoteCore::PushCommandLocked(Command command) {
+  commands_.push_back(command);
+  if (wake_pending_) return false;
+  wake_pending_ = true;
+  return true;
+}
+
+void RemoteCore::Wake() {
+  const uint64_t one = 1;
+  // A saturated counter (EAGAIN) still leaves the fd readable: nothing lost.
+  [[maybe_unused]] const ssize_t n = write(wake_fd_, &one, sizeof(one));
+}
+
+bool RemoteCore::closing() const {
+  EnsureThreadIdentity();
+  absl::MutexLock lock(&mu_);
+  return close_started_;
+}
+
+void RemoteCore::CountRefusalLocked(PublishRefusal reason) {
+  ++stats_.publish_refused[static_cast<size_t>(reason)];
+}
+
+absl::Status RemoteCore::Publish(absl::string_view topic,
+                                 absl::string_view payload,
+                                 const Headers& headers,
+                                 absl::string_view type_name,
+                                 absl::Duration wait) {
+  EnsureThreadIdentity();
+  size_t bytes = Message::ByteSize(topic, payload, headers);
+  if (!type_name.empty()) bytes += kProtoTypeHeader.size() + type_name.size();
+  absl::Status invalid = CheckPublishInput(topic, headers);
+  if (invalid.ok()) {
+    // Relaxed: a limit from the last Welcome; a stale one is checked again
+    // by the broker.
+    invalid = CheckMessageSize(
+        topic, bytes, max_message_bytes_.load(std::memory_order_relaxed));
+  }
+  if (!invalid.ok()) {
+    absl::MutexLock lock(&mu_);
+    CountRefusalLocked(PublishRefusal::kInvalid);
+    return invalid;
+  }
+  // Build the entry outside the lock: one copy of the payload, into the
+  // frame ZeroMQ will send.
+  OutboxEntry e;
+  e.entry.set_topic(std::string(topic));
+  for (const Header& h : headers) {
+    v1::Header* out = e.entry.add_headers();
+    out->set_key(h.key);
+    out->set_value(h.value);
+  }
+  if (!type_name.empty()) {
+    v1::Header* out = e.entry.add_headers();
+    out->set_key(std::string(kProtoTypeHeader));
+    out->set_value(std::string(type_name));
+  }
+  e.payload = Frame(payload);
+  e.bytes = bytes;
+
+  bool wake = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto has_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return close_started_ || outbox_.size() < options_.publish_buffer;
+    };
+    if (!has_room() && wait > absl::ZeroDuration()) {
+      mu_.AwaitWithTimeout(absl::Condition(&has_room), wait);
+    }
+    if (close_started_) {
+      CountRefusalLocked(PublishRefusal::kClosed);
+      return ClientClosed(absl::StrCat("publish to \"", topic, "\""));
+    }
+    if (outbox_.size() >= options_.publish_buffer) {
+      if (wait > absl::ZeroDuration()) {
+        CountRefusalLocked(PublishRefusal::kBufferTimeout);
+        return absl::DeadlineExceededError(
+            absl::StrCat("publish to \"", topic, "\": the publish buffer (",
+                         options_.publish_buffer, " messages) stayed full for ",
+                         absl::FormatDuration(wait)));
+      }
+      CountRefusalLocked(PublishRefusal::kBufferFull);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("publish to \"", topic, "\": the publish buffer (",
+                       options_.publish_buffer, " messages) is full"));
+    }
+    outbox_.push_back(std::move(e));
+    ++accepted_total_;
+    ++stats_.published;
+    stats_.publish_buffer_high_water =
+        std::max<uint64_t>(stats_.publish_buffer_high_water, outbox_.size());
+    // Wake the I/O thread only if it would send now: while a batch awaits
+    // its Ack, messages coalesce without a system call each.
+    if (io_wants_publish_ && !wake_pending_) {
+      wake_pending_ = true;
+      wake = true;
+    }
+  }
+  if (wake) Wake();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<RemoteSub>> RemoteCore::Subscribe(
+    absl::string_view pattern, const SubscriptionOptions& options,
+    bool callback) {
+  EnsureThreadIdentity();
+  HERALD_RETURN_IF_ERROR(ValidatePattern(pattern));
+  if (options.queue_capacity.has_value() && *options.queue_capacity == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "subscribe to \"", pattern, "\": queue_capacity 0 must be > 0"));
+  }
+  if (options.block_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "subscribe to \"", pattern, "\": block_timeout ",
+        absl::FormatDuration(options.block_timeout), " must be > 0"));
+  }
+  if (options.callback_batch_limit == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "subscribe to \"", pattern, "\": callback_batch_limit is 0"));
+  }
+  v1::Subscribe request;
+  request.set_pattern(std::string(pattern));
+  request.set_capacity(options.queue_capacity.value_or(0));
+  request.set_overflow(ToProto(options.overflow));
+  request.set_queue_group(options.queue_group);
+  // Whole milliseconds on the wire, rounded up so that a short timeout is
+  // never 0 (the broker's default).
+  request.set_block_timeout_ms(static_cast<uint32_t>(std::min<int64_t>(
+      absl::ToInt64Milliseconds(options.block_timeout + absl::Milliseconds(1) -
+                                absl::Nanoseconds(1)),
+      UINT32_MAX)));
+
+  const absl::Time deadline = absl::Now() + options_.request_timeout;
+  std::shared_ptr<RemoteSub> sub;
+  uint64_t sid;
+  absl::MutexLock lock(&mu_);
+  if (close_started_) {
+    return ClientClosed(absl::StrCat("subscribe to \"", pattern, "\""));
+  }
+  sid = ++next_sid_;
+  const uint64_t max_credit = std::max<uint64_t>(1, welcome_.max_credit());
+  const uint64_t window = std::clamp<uint64_t>(
+      options.queue_capacity.value_or(kDefaultCreditWindow), 1, max_credit);
+  request.set_sid(sid);
+  sub = std::make_shared<RemoteSub>(sid, window, std::move(request), callback);
+  SubEntry& entry = subs_[sid];
+  entry.sub = sub;
+  entry.waiter = true;
+  // Under the lock (the wait below keeps it): one non-blocking write.
+  if (PushCommandLocked({.kind = Command::Kind::kSubscribe, .sid = sid})) {
+    Wake();
+  }
+  auto answered = [this, sid]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = subs_.find(sid);
+    return it == subs_.end() || it->second.state != SubState::kPending ||
+           phase_ == Phase::kClosed;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&answered), deadline);
+  auto it = subs_.find(sid);
+  if (it == subs_.end() || phase_ == Phase::kClosed ||
+      it->second.state == SubState::kClosed) {
+    if (it != subs_.end()) subs_.erase(it);
+    return ClientClosed(absl::StrCat("subscribe to \"", pattern, "\""));
+  }
+  SubEntry& e = it->second;
+  switch (e.state) {
+    case SubState::kLive:
+      e.waiter = false;
+      return sub;
+    case SubState::kFailed: {
+      absl::Status error = e.error;
+      subs_.erase(it);
+      return error;
+    }
+    default:
+      // No answer in time: if the Subscribe reaches the broker later, the
+      // I/O thread closes what it makes.
+      e.waiter = false;
+      e.state = SubState::kCancelled;
+      return absl::UnavailableError(absl::StrCat(
+          "subscribe to \"", pattern, "\": no answer from the broker within ",
+          absl::FormatDuration(options_.request_timeout)));
+  }
+}
+
+absl::StatusOr<v1::SubscriptionStats> RemoteCore::Unsubscribe(uint64_t sid,
+                                                              bool wait) {
+  EnsureThreadIdentity();
+  const absl::Time deadline = absl::Now() + options_.request_timeout;
+  absl::MutexLock lock(&mu_);
+  auto it = subs_.find(sid);
+  if (it == subs_.end() && phase_ == Phase::kClosed) {
+    return ClientClosed(absl::StrCat("close subscription ", sid));
+  }
+  if (it == subs_.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("close subscription ", sid, ": not open"));
+  }
+  SubEntry& e = it->second;
+  if (phase_ == Phase::kClosed || e.state == SubState::kClosed) {
+    subs_.erase(it);
+    return ClientClosed(absl::StrCat("close subscription ", sid));
+  }
+  if (e.state == SubState::kFailed) {
+    absl::Status error = e.error;
+    subs_.erase(it);
+    return absl::UnavailableError(
+        absl::StrCat("close subscription ", sid,
+                     ": the broker ended it earlier: ", error.message()));
+  }
+  if (e.state == SubState::kLive || e.state == SubState::kPending) {
+    e.state = SubState::kClosing;
+    if (PushCommandLocked({.kind = Command::Kind::kUnsubscribe, .sid = sid})) {
+      Wake();
+    }
+  }
+  if (!wait) {
+    e.waiter = false;
+    return absl::DeadlineExceededError("not waiting");
+  }
+  e.waiter = true;
+  auto answered = [this, sid]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = subs_.find(sid);
+    return it == subs_.end() || it->second.state == SubState::kClosed ||
+           phase_ == Phase::kClosed;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&answered), deadline);
+  it = subs_.find(sid);
+  if (it == subs_.end()) {
+    return absl::UnavailableError(
+        absl::StrCat("close subscription ", sid, ": no totals"));
+  }
+  SubEntry& done = it->second;
+  if (done.state == SubState::kClosed && done.totals.has_value()) {
+    v1::SubscriptionStats totals = *done.totals;
+    subs_.erase(it);
+    return totals;
+  }
+  if (phase_ == Phase::kClosed) {
+    subs_.erase(it);
+    return ClientClosed(absl::StrCat("close subscription ", sid));
+  }
+  if (done.state == SubState::kClosed) {
+    subs_.erase(it);
+    return absl::UnavailableError(
+        absl::StrCat("close subscription ", sid,
+                     ": the broker lost it before sending its totals"));
+  }
+  done.waiter = false;  // The I/O thread erases it when the Ack comes.
+  return absl::UnavailableError(absl::StrCat(
+      "close subscription ", sid, ": no answer from the broker within ",
+      absl::FormatDuration(options_.request_timeout)));
+}
+
+void RemoteCore::ReturnCredit(uint64_t sid, uint64_t incarnation,
+                              uint64_t messages) {
+  EnsureThreadIdentity();
+  absl::MutexLock lock(&mu_);
+  if (close_started_) return;
+  if (PushCommandLocked({.kind = Command::Kind::kCredit,
+                         .sid = sid,
+                         .incarnation = incarnation,
+                         .messages = messages})) {
+    Wake();
+  }
+}
+
+absl::Status RemoteCore::Flush(absl::Time deadline) {
+  EnsureThreadIdentity();
+  {
+    absl::MutexLock lock(&mu_);
+    if (close_started_) return ClientClosed("flush");
+  }
+  return WaitFlushed(deadline);
+}
+
+absl::Status RemoteCore::WaitFlushed(absl::Time deadline) {
+  auto waiter = std::make_shared<FlushWaiter>();
+  absl::MutexLock lock(&mu_);
+  if (phase_ == Phase::kClosed) return ClientClosed("flush");
+  waiter->target = accepted_total_;
+  flushes_.push_back(waiter);
+  if (PushCommandLocked({.kind = Command::Kind::kWake})) Wake();
+  auto done = [this, &waiter]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return waiter->done || phase_ == Phase::kClosed;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
+  flushes_.erase(std::find(flushes_.begin(), flushes_.end(), waiter));
+  if (waiter->done) return absl::OkStatus();
+  if (phase_ == Phase::kClosed) return ClientClosed("flush");
+  return absl::DeadlineExceededError(
+      absl::StrCat("flush: the broker had not processed everything by the "
+                   "deadline (",
+                   outbox_.size() + stats_.publish_in_flight,
+                   " messages still buffered or unacknowledged)"));
+}
+
+absl::Status RemoteCore::Close(absl::Time deadline) {
+  EnsureThreadIdentity();
+  bool connected;
+  {
+    absl::MutexLock lock(&mu_);
+    if (close_started_) {
+      mu_.Await(absl::Condition(&close_done_));
+      return close_status_;
+    }
+    close_started_ = true;
+    connected = ever_connected_ && phase_ != Phase::kClosed;
+  }
+  // Refused from here on: publishes and subscribes. Flush what was accepted.
+  absl::Status flushed = absl::OkStatus();
+  if (connected) flushed = WaitFlushed(deadline);
+  {
+    absl::MutexLock lock(&mu_);
+    // No thread when Start() failed before making it.
+    if (thread_.joinable() && !io_exited_) {
+      if (PushCommandLocked(
+              {.kind = Command::Kind::kClose, .deadline = deadline})) {
+        Wake();
+      }
+      mu_.Await(absl::Condition(&io_exited_));
+    }
+  }
+  if (thread_.joinable()) thread_.join();
+  absl::MutexLock lock(&mu_);
+  if (flushed.code() == absl::StatusCode::kFailedPrecondition) {
+    flushed = absl::OkStatus();  // The I/O thread had already stopped.
+  }
+  close_status_ = flushed;
+  close_done_ = true;
+  return flushed;
+}
+
+ClientStats RemoteCore::Stats() const {
+  EnsureThreadIdentity();
+  ClientStats s;
+  {
+    absl::MutexLock lock(&mu_);
+    s = stats_;
+    s.publish_buffered = outbox_.size();
+    for (const auto& [sid, e] : subs_) {
+      if (e.state == SubState::kLive ||
+          (e.state == SubState::kPending && e.was_live)) {
+        ++s.subscriptions_active;
+      }
+    }
+    s.connected = phase_ == Phase::kEstablished && !draining_;
+    s.broker_epoch = epoch_;
+  }
+  const ReceiveCounters& c = counters_;
+  s.received = Read(c.received);
+  s.delivered = Read(c.delivered);
+  s.receive_buffered = Read(c.buffered);
+  s.abandoned = Read(c.abandoned);
+  s.discarded = Read(c.discarded);
+  s.credit_returned = Read(c.credit_returned);
+  s.gaps = Read(c.gaps);
+  s.decode_errors = Read(c.decode_errors);
+  return s;
+}
+
+absl::StatusOr<v1::BrokerStats> RemoteCore::BrokerStats(absl::Time deadline) {
+  EnsureThreadIdentity();
+  auto waiter = std::make_shared<StatsWaiter>();
+  absl::MutexLock lock(&mu_);
+  if (close_started_) return ClientClosed("broker stats");
+  stats_waiters_.push_back(waiter);
+  if (PushCommandLocked({.kind = Command::Kind::kWake})) Wake();
+  auto done = [this, &waiter]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return waiter->done || phase_ == Phase::kClosed;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
+  stats_waiters_.erase(
+      std::find(stats_waiters_.begin(), stats_waiters_.end(), waiter));
+  if (waiter->done) return std::move(waiter->stats);
+  if (phase_ == Phase::kClosed) return ClientClosed("broker stats");
+  return absl::DeadlineExceededError(
+      "broker stats: no answer from the broker by the deadline");
+}
+
+// ------------------------------------------------------------- I/O thread
+
+absl::Duration RemoteCore::Heartbeat() const {
+  if (options_.heartbeat > absl::ZeroDuration()) return options_.heartbeat;
+  return Liveness() / 3;
+}
+
+absl::Duration RemoteCore::Liveness() const {
+  if (options_.liveness_timeout > absl::ZeroDuration()) {
+    return options_.liveness_timeout;
+  }
+  absl::Duration ttl;
+  {
+    absl::MutexLock lock(&mu_);
+    ttl = absl::Milliseconds(welcome_.session_ttl_ms());
+  }
+  return ttl > absl::ZeroDuration() ? ttl : kFallbackTtl;
+}
+
+uint64_t RemoteCore::NextRequestId(Request request) {
+  const uint64_t id = ++next_request_id_;
+  requests_[id] = request;
+  return id;
+}
+
+void RemoteCore::ReportError(const absl::Status& status) {
+  if (options_.on_error) options_.on_error(status);
+}
+
+bool RemoteCore::TrySend(Parts& parts) {
+  try {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const bool last = i + 1 == parts.size();
+      zmq::send_flags flags =
+          last ? zmq::send_flags::none : zmq::send_flags::sndmore;
+      if (i == 0) {
+        flags = flags | zmq::send_flags::dontwait;
+        if (!socket_->send(parts[i], flags)) return false;
+      } else {
+        // Once the first frame is accepted, ZeroMQ takes the whole message.
+        (void)socket_->send(parts[i], flags);
+      }
+    }
+  } catch (const zmq::error_t& e) {
+    // Nothing a DEALER send should raise; say so, and drop the message.
+    ReportError(absl::InternalError(
+        absl::StrCat("client: send to \"", url_, "\": ", e.what())));
+  }
+  return true;
+}
+
+bool RemoteCore::FlushBlocked() {
+  while (!blocked_.empty()) {
+    if (!TrySend(blocked_.front())) return false;
+    blocked_.pop_front();
+  }
+  return true;
+}
+
+void RemoteCore::SendControl(const v1::Envelope& env) {
+  Parts parts;
+  parts.push_back(Frame(net::MagicFrame()));
+  parts.push_back(Frame(env.SerializeAsString()));
+  if (blocked_.empty() && TrySend(parts)) return;
+  blocked_.push_back(std::move(parts));
+}
+
+void RemoteCore::SendHello() {
+  v1::Envelope env;
+  env.set_request_id(NextRequestId({.kind = Request::Kind::kHello}));
+  v1::Hello* hello = env.mutable_hello();
+  hello->set_session_id(session_id_);
+  hello->set_protocol_version(net::kWireVersion);  // As frame 0.
+  hello->set_client_name(options_.name);
+  hello->set_heartbeat_interval_ms(
+      static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.heartbeat)));
+  // Straight to the socket, ahead of anything blocked: Hello opens the
+  // session the rest belongs to. If it would block (no connection yet), the
+  // next retry sends it.
+  Parts parts;
+  parts.push_back(Frame(net::MagicFrame()));
+  parts.push_back(Frame(env.SerializeAsString()));
+  TrySend(parts);
+  const absl::Time now = absl::Now();
+  next_hello_ = now + hello_backoff_;
+  hello_backoff_ = std::min(hello_backoff_ * 2, kMaxHelloInterval);
+}
+
+void RemoteCore::SendSubscribe(uint64_t sid,
+                               const std::shared_ptr<RemoteSub>& sub,
+                               uint64_t request_id, bool gap, uint64_t epoch,
+                               bool fresh) {
+  uint64_t grant;
+  {
+    absl::MutexLock lock(&sub->mu);
+    if (fresh) {
+      const auto buffered = static_cast<int64_t>(sub->buffer.size());
+      const auto window = static_cast<int64_t>(sub->window);
+      grant = static_cast<uint64_t>(std::max<int64_t>(1, window - buffered));
+      sub->unreturned = window - buffered - static_cast<int64_t>(grant);
+      sub->granted = grant;
+      ++sub->incarnation;
+      sub->epoch = epoch;
+    } else {
+      grant = sub->granted;  // The same request again: the same accounting.
+    }
+    if (gap) sub->gap_pending = true;
+  }
+  if (gap) Bump(counters_.gaps);
+  v1::Envelope env;
+  env.set_request_id(request_id);
+  *env.mutable_subscribe() = sub->request;
+  env.mutable_subscribe()->set_sid(sid);
+  env.mutable_subscribe()->set_initial_credit(grant);
+  SendControl(env);
+}
+
+void RemoteCore::SendUnsubscribe(uint64_t sid, uint64_t request_id) {
+  v1::Envelope env;
+  env.set_request_id(request_id);
+  env.mutable_unsubscribe()->set_sid(sid);
+  SendControl(env);
+}
+
+void RemoteCore::Loop() {
+  EnsureThreadIdentity();
+  zmq::context_t context(1);
+  zmq::socket_t socket(context, zmq::socket_type::dealer);
+  // Connection events, read on this thread from an inproc PAIR: a completed
+  // handshake sends Hello at once, a lost connection ends the session
+  // without waiting for the liveness timeout (a Goodbye may not get out).
+  zmq::socket_t monitor(context, zmq::socket_type::pair);
+  socket_ = &socket;
+  try {
+    socket.set(zmq::sockopt::linger, 0);
+    monitor.set(zmq::sockopt::linger, 0);
+    // Queue only to a completed connection: while there is none, a send
+    // fails at once (EAGAIN) instead of piling up behind a dead peer.
+    socket.set(zmq::sockopt::immediate, 1);
+    const std::string monitor_endpoint = absl::StrCat(
+        "inproc://herald-sdk-monitor-", reinterpret_cast<uintptr_t>(this));
+    if (zmq_socket_monitor(
+            socket.handle(), monitor_endpoint.c_str(),
+            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0) {
+      throw zmq::error_t();
+    }
+    monitor.connect(monitor_endpoint);
+    socket.connect(url_);
+  } catch (const zmq::error_t& e) {
+    absl::MutexLock lock(&mu_);
+    connect_error_ = e.num() == EINVAL
+                         ? absl::InvalidArgumentError(absl::StrCat(
+                               "connect to \"", url_, "\": ", e.what()))
+                         : absl::UnavailableError(absl::StrCat(
+                               "connect to \"", url_, "\": ", e.what()));
+    exit_ = true;
+  }
+  hello_backoff_ = options_.reconnect_interval;
+  if (!exit_) SendHello();
+
+  zmq_pollitem_t items[3] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+                             {monitor.handle(), 0, ZMQ_POLLIN, 0}};
+  while (!exit_) {
+    bool established;
+    {
+      absl::MutexLock lock(&mu_);
+      established = phase_ == Phase::kEstablished;
+    }
+    const bool blocked = !blocked_.empty() || pending_batch_.has_value();
+    items[0].events = ZMQ_POLLIN | (established && blocked ? ZMQ_POLLOUT : 0);
+    const absl::Time now = absl::Now();
+    absl::Time next =
+        established ? std::min(next_ping_, last_rx_ + Liveness()) : next_hello_;
+    const int64_t timeout_ms =
+        std::clamp<int64_t>(absl::ToInt64Milliseconds(next - now) + 1, 0, 1000);
+    try {
+      zmq::poll(items, 3, std::chrono::milliseconds(timeout_ms));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) {
+        ReportError(
+            absl::InternalError(absl::StrCat("client: poll: ", e.what())));
+      }
+      continue;
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      uint64_t value;
+      [[maybe_unused]] const ssize_t n = read(wake_fd_, &value, sizeof(value));
+    }
+    // Messages first: a Goodbye queued on a connection is read before the
+    // event saying that connection dropped.
+    for (int i = 0; i < kReceiveBudget; ++i) {
+      std::vector<zmq::message_t> frames;
+      zmq::recv_result_t got;
+      try {
+        got = zmq::recv_multipart(socket, std::back_inserter(frames),
+                                  zmq::recv_flags::dontwait);
+      } catch (const zmq::error_t&) {
+        break;
+      }
+      if (!got) break;
+      HandleIncoming(frames);
+    }
+    for (int i = 0; i < kReceiveBudget; ++i) {
+      std::vector<zmq::message_t> event;
+      zmq::recv_result_t got;
+      try {
+        got = zmq::recv_multipart(monitor, std::back_inserter(event),
+                                  zmq::recv_flags::dontwait);
+      } catch (const zmq::error_t&) {
+        break;
+      }
+      if (!got) break;
+      uint16_t id = 0;
+      if (!event.empty() && event[0].size() >= sizeof(id)) {
+        std::memcpy(&id, event[0].data(), sizeof(id));
+      }
+      OnConnectionEvent(id);
+    }
+    // Timers.
+    const absl::Time after = absl::Now();
+    {
+      absl::MutexLock lock(&mu_);
+      established = phase_ == Phase::kEstablished;
+    }
+    if (established) {
+      if (after - last_rx_ > Liveness()) {
+        LoseSession("no answer from the broker within the liveness timeout");
+      } else if (after >= next_ping_) {
+        v1::Envelope ping;
+        ping.set_request_id(NextRequestId({.kind = Request::Kind::kHeartbeat}));
+        ping.mutable_ping();
+        SendControl(ping);
+        next_ping_ = after + Heartbeat();
+        absl::MutexLock lock(&mu_);
+        ++stats_.pings_sent;
+      }
+    } else if (after >= next_hello_) {
+      SendHello();
+    }
+    DoWork();
+  }
+  // Let a Goodbye leave, briefly; then close the socket and the context on
+  // this thread (the one that made them).
+  const absl::Duration linger = std::clamp(
+      close_deadline_ - absl::Now(), absl::ZeroDuration(), kGoodbyeLinger);
+  try {
+    socket.set(zmq::sockopt::linger,
+               static_cast<int>(absl::ToInt64Milliseconds(linger)));
+  } catch (const zmq::error_t&) {
+    // Closing with the linger set at creation (0) is fine too.
+  }
+  socket_ = nullptr;
+  zmq_socket_monitor(socket.handle(), nullptr, 0);
+  monitor.close();
+  socket.close();
+  context.close();
+  absl::MutexLock lock(&mu_);
+  io_exited_ = true;
+}
+
+void RemoteCore::OnConnectionEvent(uint16_t event) {
+  bool established;
+  {
+    absl::MutexLock lock(&mu_);
+    established = phase_ == Phase::kEstablished;
+  }
+  if (event == ZMQ_EVENT_DISCONNECTED) {
+    if (established) LoseSession("the connection dropped");
+  } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && !established) {
+    // Established already: the Hello that opened the session went out on
+    // this connection (the event is read after its Welcome).
+    hello_backoff_ = options_.reconnect_interval;
+    SendHello();
+  }
+}
+
+void RemoteCore::HandleIncoming(std::vector<zmq::message_t>& frames) {
+  auto protocol_error = [this] {
+    absl::MutexLock lock(&mu_);
+    ++stats_.protocol_errors;
+  };
+  if (frames.size() < 2 || !net::CheckMagic(View(frames[0])).ok()) {
+    protocol_error();
+    return;
+  }
+  v1::Envelope env;
+  if (!env.ParseFromArray(frames[1].data(),
+                          static_cast<int>(frames[1].size()))) {
+    protocol_error();
+    return;
+  }
+  last_rx_ = absl::Now();
+  std::vector<zmq::message_t> payloads;
+  for (size_t i = 2; i < frames.size(); ++i) {
+    payloads.push_back(std::move(frames[i]));
+  }
+  if (env.body_case() != v1::Envelope::kDeliver && !payloads.empty()) {
+    protocol_error();
+    return;
+  }
+  switch (env.body_case()) {
+    case v1::Envelope::kWelcome:
+      OnWelcome(env);
+      break;
+    case v1::Envelope::kAck:
+      OnAck(env);
+      break;
+    case v1::Envelope::kError:
+      OnError(env);
+      break;
+    case v1::Envelope::kDeliver:
+      OnDeliver(std::move(env), std::move(payloads));
+      break;
+    case v1::Envelope::kPong:
+      OnPong(env);
+      break;
+    case v1::Envelope::kStatsReply:
+      OnStatsReply(std::move(env));
+      break;
+    case v1::Envelope::kGoodbye:
+      OnGoodbye(env.goodbye());
+      break;
+    case v1::Envelope::kPing: {
+      v1::Envelope pong;
+      pong.set_request_id(env.request_id());
+      pong.mutable_pong();
+      SendControl(pong);
+      break;
+    }
+    default:
+      protocol_error();
+      break;
+  }
+}
+
+void RemoteCore::OnWelcome(const v1::Envelope& env) {
+  auto req = requests_.find(env.request_id());
+  if (req == requests_.end() || req->second.kind != Request::Kind::kHello) {
+    return;  // An answer to an earlier Hello of a session already set up.
+  }
+  // Every Hello of this attempt is answered now.
+  absl::erase_if(requests_, [](const auto& r) {
+    return r.second.kind == Request::Kind::kHello;
+  });
+  const v1::Welcome& w = env.welcome();
+  ++session_serial_;
+  const absl::Time now = absl::Now();
+  last_rx_ = now;
+
+  struct Action {
+    // kResend: the Subscribe sent before the connection dropped, again.
+    enum class Kind { kSubscribe, kUnsubscribe, kResend };
+    Kind kind;
+    uint64_t sid;
+    std::shared_ptr<RemoteSub> sub;
+    uint64_t request_id;
+  };
+  std::vector<Action> actions;
+  bool lost;
+  uint64_t epoch;
+  const uint64_t first_fresh_request = next_request_id_ + 1;
+  {
+    absl::MutexLock lock(&mu_);
+    if (phase_ != Phase::kConnecting) return;
+    lost = ever_connected_ && (!w.resumed() || w.broker_epoch() != epoch_);
+    ++stats_.sessions;
+    if (ever_connected_) ++stats_.reconnects;
+    ever_connected_ = true;
+    phase_ = Phase::kEstablished;
+    welcome_ = w;
+    epoch_ = w.broker_epoch();
+    epoch = epoch_;
+    // Relaxed: read by Publish() as a hint; the broker checks again.
+    max_message_bytes_.store(w.max_message_bytes(), std::memory_order_relaxed);
+    if (lost) {
+      for (const SentBatch& b : unacked_) {
+        ++stats_.batches_lost;
+        stats_.publish_dropped_by_reason[static_cast<size_t>(
+            PublishDrop::kLost)] += b.messages - b.refused;
+        stats_.publish_in_flight -= b.messages;
+      }
+    }
+    for (const std::shared_ptr<FlushWaiter>& f : flushes_) f->ping_id = 0;
+    for (const std::shared_ptr<StatsWaiter>& s : stats_waiters_) {
+      s->request_id = 0;
+    }
+    std::vector<uint64_t> erase;
+    for (auto& [sid, e] : subs_) {
+      switch (e.state) {
+        case SubState::kPending:
+          if (lost || e.sent_in_session == 0) {
+            // Lost with the broker, or never sent: make it (again).
+            e.sent_in_session = session_serial_;
+            actions.push_back(
+                {Action::Kind::kSubscribe, sid, e.sub,
+                 NextRequestId({Request::Kind::kSubscribe, sid})});
+          } else {
+            // Sent before the connection dropped, in the session that is
+            // resumed: it may or may not have arrived. Send it again; the
+            // first Ack makes it live and the other answer (a duplicate sid
+            // refused) is ignored.
+            e.sent_in_session = session_serial_;
+            actions.push_back(
+                {Action::Kind::kResend, sid, e.sub,
+                 NextRequestId({Request::Kind::kSubscribe, sid})});
+          }
+          break;
+        case SubState::kLive:
+          if (lost) {
+            e.state = SubState::kPending;
+            e.sent_in_session = session_serial_;
+            actions.push_back(
+                {Action::Kind::kSubscribe, sid, e.sub,
+                 NextRequestId({Request::Kind::kSubscribe, sid})});
+          }
+          break;
+        case SubState::kClosing:
+          if (lost) {
+            e.state = SubState::kClosed;  // The broker has none: no totals.
+            if (!e.waiter) erase.push_back(sid);
+          } else {
+            e.sent_in_session = session_serial_;
+            actions.push_back(
+                {Action::Kind::kUnsubscribe, sid, nullptr,
+                 NextRequestId({Request::Kind::kUnsubscribe, sid})});
+          }
+          break;
+        case SubState::kCancelled:
+          if (!lost && e.sent_in_session != 0) {
+            actions.push_back({Action::Kind::kUnsubscribe, sid, nullptr,
+                               NextRequestId({Request::Kind::kIgnore, sid})});
+          }
+          erase.push_back(sid);
+          break;
+        case SubState::kFailed:
+        case SubState::kClosed:
+          break;
+      }
+    }
+    for (uint64_t sid : erase) subs_.erase(sid);
+  }
+  absl::flat_hash_set<uint64_t> fresh_requests;
+  for (uint64_t id = first_fresh_request; id <= next_request_id_; ++id) {
+    fresh_requests.insert(id);
+  }
+  if (lost) {
+    unacked_.clear();
+    // Requests of the dead session: their answers will never come. (Those
+    // just made for this session are kept.)
+    absl::erase_if(requests_, [&kept = fresh_requests](const auto& r) {
+      return !kept.contains(r.first);
+    });
+    blocked_.clear();
+    held_credits_.clear();
+  } else {
+    for (const Command& c : held_credits_) {
+      v1::Envelope credit;
+      credit.mutable_credit()->set_sid(c.sid);
+      credit.mutable_credit()->set_messages(c.messages);
+      SendControl(credit);
+      Bump(counters_.credit_returned, c.messages);
+    }
+    held_credits_.clear();
+  }
+  for (const Action& a : actions) {
+    switch (a.kind) {
+      case Action::Kind::kSubscribe: {
+        bool gap = false;
+        if (lost) {
+          absl::MutexLock lock(&mu_);
+          auto it = subs_.find(a.sid);
+          gap = it != subs_.end() && it->second.was_live;
+        }
+        SendSubscribe(a.sid, a.sub, a.request_id, gap, epoch, /*fresh=*/true);
+        break;
+      }
+      case Action::Kind::kResend:
+        SendSubscribe(a.sid, a.sub, a.request_id, false, epoch,
+                      /*fresh=*/false);
+        break;
+      case Action::Kind::kUnsubscribe:
+        SendUnsubscribe(a.sid, a.request_id);
+        break;
+    }
+  }
+  next_ping_ = now + Heartbeat();
+  hello_backoff_ = options_.reconnect_interval;
+}
+
+void RemoteCore::OnGoodbye(const v1::Goodbye& goodbye) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (phase_ != Phase::kEstablished || draining_) return;
+    // The broker is stopping: it refuses Hello, Publish and Subscribe from
+    // now on but keeps delivering within credit while it drains, so the
+    // session stays up (credit still flows back) until the connection drops;
+    // then the client says Hello again, to whatever broker answers.
+    draining_ = true;
+    io_wants_publish_ = false;
+  }
+  ReportError(absl::UnavailableError(absl::StrCat(
+      "client: the broker at \"", url_, "\" is stopping (", goodbye.reason(),
+      "); deliveries drain, then the client reconnects")));
+}
+
+void RemoteCore::LoseSession(absl::string_view why) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (phase_ != Phase::kEstablished) return;
+    phase_ = Phase::kConnecting;
+    draining_ = false;
+    for (const std::shared_ptr<FlushWaiter>& f : flushes_) f->ping_id = 0;
+    for (const std::shared_ptr<StatsWaiter>& s : stats_waiters_) {
+      s->request_id = 0;
+    }
+  }
+  ReportError(absl::UnavailableError(absl::StrCat(
+      "client: session with \"", url_, "\" lost (", why, "); reconnecting")));
+  // If the next Welcome resumes the session, answers to batches, subscribes
+  // and unsubscribes sent before may still come; the rest is sent again.
+  absl::erase_if(requests_, [](const auto& r) {
+    return r.second.kind != Request::Kind::kBatch &&
+           r.second.kind != Request::Kind::kSubscribe &&
+           r.second.kind != Request::Kind::kUnsubscribe;
+  });
+  hello_backoff_ = options_.reconnect_interval;
+  SendHello();
+}
+
+void RemoteCore::OnAck(const v1::Envelope& env) {
+  auto req = requests_.find(env.request_id());
+  if (req == requests_.end()) return;  // Stale: a session ago.
+  const Request request = req->second;
+  const v1::Ack& ack = env.ack();
+  switch (request.kind) {
+    case Request::Kind::kBatch: {
+      absl::MutexLock lock(&mu_);
+      while (!unacked_.empty() &&
+             unacked_.front().sequence <= ack.acked_batch_sequence()) {
+        const SentBatch& b = unacked_.front();
+        ++stats_.batches_acked;
+        stats_.publish_acked += b.messages - b.refused;
+        stats_.publish_in_flight -= b.messages;
+        requests_.erase(b.request_id);
+        unacked_.pop_front();
+      }
+      break;
+    }
+    case Request::Kind::kSubscribe: {
+      requests_.erase(req);
+      bool cancelled = false;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = subs_.find(request.sid);
+        if (it == subs_.end()) break;
+        SubEntry& e = it->second;
+        if (e.state == SubState::kPending) {
+          e.state = SubState::kLive;
+          e.was_live = true;
+        } else if (e.state == SubState::kCancelled) {
+          cancelled = true;
+          subs_.erase(it);
+        }
+      }
+      if (cancelled) {
+        SendUnsubscribe(request.sid,
+                        NextRequestId({Request::Kind::kIgnore, request.sid}));
+      }
+      break;
+    }
+    case Request::Kind::kUnsubscribe: {
+      requests_.erase(req);
+      absl::MutexLock lock(&mu_);
+      auto it = subs_.find(request.sid);
+      if (it == subs_.end()) break;
+      it->second.state = SubState::kClosed;
+      it->second.totals = ack.totals();
+      if (!it->second.waiter) subs_.erase(it);
+      break;
+    }
+    default:
+      requests_.erase(req);
+      break;
+  }
+}
+
+void RemoteCore::OnError(const v1::Envelope& env) {
+  const v1::Error& error = env.error();
+  const absl::Status status = StatusFromError(error);
+  {
+    absl::MutexLock lock(&mu_);
+    ++stats_.errors_received;
+  }
+  auto req = requests_.find(env.request_id());
+  const Request request = req == requests_.end() ? Request{} : req->second;
+  switch (request.kind) {
+    case Request::Kind::kBatch: {
+      bool found = false;
+      {
+        absl::MutexLock lock(&mu_);
+        for (SentBatch& b : unacked_) {
+          if (b.sequence != error.batch_sequence()) continue;
+          ++b.refused;
+          ++stats_.publish_dropped_by_reason[static_cast<size_t>(
+              PublishDrop::kBrokerRefused)];
+          found = true;
+          break;
+        }
+      }
+      if (found) {
+        ReportError(absl::Status(
+            status.code(),
+            absl::StrCat("publish batch ", error.batch_sequence(), " entry ",
+                         error.entry_index(),
+                         " refused by the broker: ", status.message())));
+      }
+      return;
+    }
+    case Request::Kind::kHello: {
+      requests_.erase(req);
+      bool first;
+      {
+        absl::MutexLock lock(&mu_);
+        first = !ever_connected_;
+        if (first) connect_error_ = status;
+      }
+      ReportError(status);
+      return;  // Hello is retried on its timer (first: Start() gives up).
+    }
+    case Request::Kind::kSubscribe: {
+      requests_.erase(req);
+      std::shared_ptr<RemoteSub> ended;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = subs_.find(request.sid);
+        if (it == subs_.end()) return;
+        SubEntry& e = it->second;
+        // Live already: this refused a second copy of its Subscribe.
+        if (e.state == SubState::kPending) {
+          e.state = SubState::kFailed;
+          e.error = status;
+          if (e.was_live) ended = e.sub;  // A re-subscribe: no one waits.
+        } else if (e.state == SubState::kCancelled) {
+          subs_.erase(it);
+        }
+      }
+      if (ended != nullptr) {
+        {
+          absl::MutexLock lock(&ended->mu);
+          ended->ended = absl::OutOfRangeError(absl::StrCat(
+              "subscription ", request.sid,
+              ": the broker would not make it again after a restart: ",
+              status.message()));
+        }
+        ReportError(status);
+      }
+      return;
+    }
+    case Request::Kind::kUnsubscribe: {
+      requests_.erase(req);
+      absl::MutexLock lock(&mu_);
+      auto it = subs_.find(request.sid);
+      if (it == subs_.end()) return;
+      it->second.state = SubState::kClosed;  // No totals.
+      if (!it->second.waiter) subs_.erase(it);
+      return;
+    }
+    case Request::Kind::kHeartbeat:
+    case Request::Kind::kFlushPing:
+    case Request::Kind::kStats:
+      // Only a missing session makes the broker refuse these.
+      requests_.erase(req);
+      LoseSession(
+          absl::StrCat("the broker refused a request: ", status.message()));
+      return;
+    case Request::Kind::kIgnore:
+      requests_.erase(req);
+      return;
+  }
+}
+
+void RemoteCore::OnDeliver(v1::Envelope env,
+                           std::vector<zmq::message_t> payloads) {
+  const int entries = env.deliver().entries_size();
+  if (static_cast<size_t>(entries) != payloads.size()) {
+    absl::MutexLock lock(&mu_);
+    ++stats_.protocol_errors;
+    return;
+  }
+  auto batch = std::make_shared<RemoteBatch>();
+  batch->envelope = std::move(env);
+  batch->payloads = std::move(payloads);
+  // Resolve the sids once per run of equal sids (the server sends one
+  // subscription per Deliver).
+  std::shared_ptr<RemoteSub> sub;
+  uint64_t sid = 0;
+  bool have = false;
+  for (int i = 0; i < entries; ++i) {
+    const v1::DeliverEntry& entry = batch->envelope.deliver().entries(i);
+    if (!have || entry.sid() != sid) {
+      sid = entry.sid();
+      have = true;
+      absl::MutexLock lock(&mu_);
+      auto it = subs_.find(sid);
+      sub = it != subs_.end() && (it->second.state == SubState::kLive ||
+                                  it->second.state == SubState::kPending)
+                ? it->second.sub
+                : nullptr;
+    }
+    if (sub == nullptr) {
+      Bump(counters_.discarded);
+      continue;
+    }
+    absl::MutexLock lock(&sub->mu);
+    if (sub->closed) {
+      Bump(counters_.discarded);
+      continue;
+    }
+    const bool gap = sub->gap_pending;
+    sub->gap_pending = false;
+    sub->buffer.push_back(
+        ReceivedAccess::FromRemote(batch, i, gap, sub->epoch));
+    Bump(counters_.received);
+    Bump(counters_.buffered);
+  }
+}
+
+void RemoteCore::OnPong(const v1::Envelope& env) {
+  auto req = requests_.find(env.request_id());
+  if (req == requests_.end()) return;
+  const Request request = req->second;
+  requests_.erase(req);
+  if (request.kind != Request::Kind::kFlushPing) return;
+  absl::MutexLock lock(&mu_);
+  for (const std::shared_ptr<FlushWaiter>& f : flushes_) {
+    if (f->ping_id == env.request_id()) f->done = true;
+  }
+}
+
+void RemoteCore::OnStatsReply(v1::Envelope env) {
+  auto req = requests_.find(env.request_id());
+  if (req == requests_.end()) return;
+  requests_.erase(req);
+  absl::MutexLock lock(&mu_);
+  for (const std::shared_ptr<StatsWaiter>& s : stats_waiters_) {
+    if (s->request_id == env.request_id()) {
+      s->stats = std::move(*env.mutable_stats_reply()->mutable_broker());
+      s->done = true;
+      break;
+    }
+  }
+}
+
+void RemoteCore::DoWork() {
+  std::vector<Command> commands;
+  bool established;
+  bool draining;
+  {
+    absl::MutexLock lock(&mu_);
+    commands.swap(commands_);
+    wake_pending_ = false;
+    established = phase_ == Phase::kEstablished;
+    draining = draining_;
+  }
+  for (const Command& c : commands) {
+    switch (c.kind) {
+      case Command::Kind::kSubscribe:
+      case Command::Kind::kUnsubscribe: {
+        if (!established) break;  // The next Welcome sends it.
+        if (draining && c.kind == Command::Kind::kSubscribe) {
+          break;  // The stopping broker would refuse it; the next one won't.
+        }
+        std::shared_ptr<RemoteSub> sub;
+        uint64_t request_id = 0;
+        {
+          absl::MutexLock lock(&mu_);
+          auto it = subs_.find(c.sid);
+          if (it == subs_.end()) break;
+          SubEntry& e = it->second;
+          if (e.sent_in_session == session_serial_ &&
+              c.kind == Command::Kind::kSubscribe) {
+            break;  // The Welcome sent it already.
+          }
+          if (c.kind == Command::Kind::kSubscribe) {
+            if (e.state != SubState::kPending) break;
+            sub = e.sub;
+            request_id = NextRequestId({Request::Kind::kSubscribe, c.sid});
+          } else {
+            if (e.state != SubState::kClosing) break;
+            request_id = NextRequestId({Request::Kind::kUnsubscribe, c.sid});
+          }
+          e.sent_in_session = session_serial_;
+        }
+        if (sub != nullptr) {
+          uint64_t epoch;
+          {
+            absl::MutexLock lock(&mu_);
+            epoch = epoch_;
+          }
+          SendSubscribe(c.sid, sub, request_id, false, epoch, /*fresh=*/true);
+        } else {
+          SendUnsubscribe(c.sid, request_id);
+        }
+        break;
+      }
+      case Command::Kind::kCredit: {
+        std::shared_ptr<RemoteSub> sub;
+        {
+          absl::MutexLock lock(&mu_);
+          auto it = subs_.find(c.sid);
+          if (it == subs_.end() || (it->second.state != SubState::kLive &&
+                                    it->second.state != SubState::kPending)) {
+            break;
+          }
+          sub = it->second.sub;
+        }
+        {
+          absl::MutexLock lock(&sub->mu);
+          if (sub->incarnation != c.incarnation || sub->closed) break;
+        }
+        if (!established) {
+          held_credits_.push_back(c);
+          break;
+        }
+        v1::Envelope credit;
+        credit.mutable_credit()->set_sid(c.sid);
+        credit.mutable_credit()->set_messages(c.messages);
+        SendControl(credit);
+        Bump(counters_.credit_returned, c.messages);
+        break;
+      }
+      case Command::Kind::kWake:
+        break;
+      case Command::Kind::kClose:
+        Shutdown(c.deadline);
+        return;
+    }
+  }
+  if (!established) {
+    absl::MutexLock lock(&mu_);
+    io_wants_publish_ = false;
+    return;
+  }
+  if (!FlushBlocked()) {
+    absl::MutexLock lock(&mu_);
+    io_wants_publish_ = false;
+    return;
+  }
+  if (draining) {
+    // The stopping broker would refuse publishes (kUnavailable): they wait
+    // in the buffer for the next session.
+    absl::MutexLock lock(&mu_);
+    io_wants_publish_ = false;
+  } else {
+    SendBatches();
+  }
+  // Flush pings (after the batches they cover) and stats requests.
+  std::vector<uint64_t> pings;
+  std::vector<uint64_t> stats;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const std::shared_ptr<FlushWaiter>& f : flushes_) {
+      if (f->done || f->ping_id != 0 || sent_total_ < f->target) continue;
+      f->ping_id = NextRequestId({.kind = Request::Kind::kFlushPing});
+      pings.push_back(f->ping_id);
+    }
+    for (const std::shared_ptr<StatsWaiter>& s : stats_waiters_) {
+      if (s->done || s->request_id != 0) continue;
+      s->request_id = NextRequestId({.kind = Request::Kind::kStats});
+      stats.push_back(s->request_id);
+    }
+  }
+  for (uint64_t id : pings) {
+    v1::Envelope ping;
+    ping.set_request_id(id);
+    ping.mutable_ping();
+    SendControl(ping);
+  }
+  for (uint64_t id : stats) {
+    v1::Envelope request;
+    request.set_request_id(id);
+    request.mutable_stats_request();
+    SendControl(request);
+  }
+}
+
+void RemoteCore::SendBatches() {
+  // io_wants_publish_ is set true only in the critical section that finds
+  // the outbox empty, so a Publish() right after it wakes this thread; it
+  // is false whenever this thread will look again without being woken (an
+  // Ack or the socket's POLLOUT brings it back).
+  auto stop_wanting = [this] {
+    absl::MutexLock lock(&mu_);
+    io_wants_publish_ = false;
+  };
+  while (true) {
+    if (pending_batch_.has_value()) {
+      if (!TrySend(pending_batch_->parts)) {
+        stop_wanting();
+        return;
+      }
+      const SentBatch info = pending_batch_->info;
+      pending_batch_.reset();
+      requests_[info.request_id] = {.kind = Request::Kind::kBatch};
+      unacked_.push_back(info);
+      sent_total_ += info.messages;
+      absl::MutexLock lock(&mu_);
+      ++stats_.batches_sent;
+      continue;
+    }
+    if (unacked_.size() >= options_.max_unacked_batches) {
+      stop_wanting();
+      return;
+    }
+    // Take a batch: up to max_batch_messages, and max_message_bytes in all
+    // (at least one message), so the envelope stays within the server's
+    // frame limits.
+    std::vector<OutboxEntry> taken;
+    {
+      absl::MutexLock lock(&mu_);
+      const size_t max_messages =
+          std::max<size_t>(1, welcome_.max_batch_messages());
+      const uint64_t max_bytes = welcome_.max_message_bytes();
+      uint64_t bytes = 0;
+      while (!outbox_.empty() && taken.size() < max_messages) {
+        if (!taken.empty() && bytes + outbox_.front().bytes > max_bytes) break;
+        bytes += outbox_.front().bytes;
+        taken.push_back(std::move(outbox_.front()));
+        outbox_.pop_front();
+      }
+      // In flight from here: out of the buffer, into the next batch.
+      stats_.publish_in_flight += taken.size();
+      if (taken.empty()) {
+        io_wants_publish_ = true;
+        return;
+      }
+    }
+    v1::Envelope env;
+    const uint64_t sequence = ++batch_sequence_;
+    const uint64_t request_id = ++next_request_id_;
+    env.set_request_id(request_id);
+    v1::Publish* publish = env.mutable_publish();
+    publish->set_batch_sequence(sequence);
+    PendingBatch batch;
+    batch.parts.reserve(taken.size() + 2);
+    batch.parts.push_back(Frame(net::MagicFrame()));
+    batch.parts.emplace_back();  // The envelope, below.
+    for (OutboxEntry& e : taken) {
+      *publish->add_entries() = std::move(e.entry);
+      batch.parts.push_back(std::move(e.payload));
+    }
+    batch.parts[1] = Frame(env.SerializeAsString());
+    batch.info = {.sequence = sequence,
+                  .request_id = request_id,
+                  .messages = taken.size()};
+    pending_batch_ = std::move(batch);
+  }
+}
+
+void RemoteCore::Shutdown(absl::Time deadline) {
+  close_deadline_ = deadline;  // For the linger after the loop.
+  bool established;
+  {
+    absl::MutexLock lock(&mu_);
+    established = phase_ == Phase::kEstablished;
+  }
+  if (established) {
+    v1::Envelope bye;
+    bye.mutable_goodbye()->set_reason("client closing");
+    Parts parts;
+    parts.push_back(Frame(net::MagicFrame()));
+    parts.push_back(Frame(bye.SerializeAsString()));
+    TrySend(parts);  // Best effort: the session expires otherwise.
+  }
+  std::vector<std::shared_ptr<RemoteSub>> subs;
+  {
+    absl::MutexLock lock(&mu_);
+    auto drop = [this](PublishDrop reason,
+                       uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      stats_.publish_dropped_by_reason[static_cast<size_t>(reason)] += n;
+    };
+    drop(PublishDrop::kUnsentAtClose, outbox_.size());
+    outbox_.clear();
+    if (pending_batch_.has_value()) {
+      drop(PublishDrop::kUnsentAtClose, pending_batch_->info.messages);
+      stats_.publish_in_flight -= pending_batch_->info.messages;
+      pending_batch_.reset();
+    }
+    for (const SentBatch& b : unacked_) {
+      drop(PublishDrop::kUnackedAtClose, b.messages - b.refused);
+      stats_.publish_in_flight -= b.messages;
+    }
+    unacked_.clear();
+    phase_ = Phase::kClosed;
+    for (auto& [sid, e] : subs_) {
+      e.state = SubState::kClosed;
+      subs.push_back(e.sub);
+    }
+    // Entries nobody waits for: the handles' later calls find none and say
+    // the client is closed.
+    absl::erase_if(subs_, [](const auto& s) { return !s.second.waiter; });
+  }
+  for (const std::shared_ptr<RemoteSub>& sub : subs) {
+    absl::MutexLock lock(&sub->mu);
+    if (sub->closed) continue;
+    sub->closed = true;
+    Bump(counters_.abandoned, sub->buffer.size());
+    Drop(counters_.buffered, sub->buffer.size());
+    sub->buffer.clear();
+  }
+  blocked_.clear();
+  requests_.clear();
+  exit_ = true;
+}
+
+}  // namespace herald::internal

@@ -1,0 +1,324 @@
+// RemoteCore: the shared state and the I/O thread of a RemoteClient (see
+// sdk/internal/remote_client.h for the design), and RemoteSub, the client
+// side of one remote subscription.
+//
+// Locks: RemoteCore::mu_ may be held while taking a RemoteSub::mu, never
+// the other way round; both are held only briefly and never across a
+// socket call or a user callback.
+//
+// Internal to sdk/.
+#ifndef HERALD_SDK_INTERNAL_REMOTE_CORE_H_
+#define HERALD_SDK_INTERNAL_REMOTE_CORE_H_
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "broker/message.h"
+#include "broker/options.h"
+#include "schemas/protocol.pb.h"
+#include "sdk/options.h"
+#include "sdk/received.h"
+#include "sdk/stats.h"
+#include "zmq.hpp"
+
+namespace herald::internal {
+
+// The client side of one remote subscription: the messages received and not
+// yet consumed, and the credit owed back. Shared by the core's registry, the
+// I/O thread (which fills it) and the Subscriber (which drains it).
+//
+// Credit: the client grants `window` messages. With B messages buffered, O
+// credit outstanding at the broker and U consumed but not yet returned,
+// B + O + U == window always holds, so B <= window. Re-subscribing after a
+// gap grants max(1, window - B) and books any excess as a negative U (a
+// debt repaid before credit is returned again), so B may reach window + 1
+// once.
+//
+// Thread-safe (every field below is guarded by `mu`).
+struct RemoteSub {
+  RemoteSub(uint64_t sid, uint64_t window, v1::Subscribe request, bool callback)
+      : sid(sid),
+        window(window),
+        request(std::move(request)),
+        callback(callback) {}
+
+  const uint64_t sid;
+  const uint64_t window;
+  // The Subscribe to send (initial_credit is filled in at each send).
+  const v1::Subscribe request;
+  // A callback subscription (Receive() is refused).
+  const bool callback;
+
+  absl::Mutex mu;
+  std::deque<Received> buffer ABSL_GUARDED_BY(mu);
+  // Closed by the application or by Client::Close(): receive calls return
+  // kFailedPrecondition; messages arriving later are discarded.
+  bool closed ABSL_GUARDED_BY(mu) = false;
+  // Not OK once the broker ended the subscription (refused to re-make it):
+  // receive calls return kOutOfRange once the buffer is drained.
+  absl::Status ended ABSL_GUARDED_BY(mu);
+  // The next message pushed carries gap() and this epoch.
+  bool gap_pending ABSL_GUARDED_BY(mu) = false;
+  // The broker epoch of the current incarnation.
+  uint64_t epoch ABSL_GUARDED_BY(mu) = 0;
+  // Bumped at each (re-)subscribe; a credit return of an older incarnation
+  // is not sent.
+  uint64_t incarnation ABSL_GUARDED_BY(mu) = 0;
+  // The initial credit of the current incarnation.
+  uint64_t granted ABSL_GUARDED_BY(mu) = 0;
+  // Consumed and not yet returned (negative: a debt, see above).
+  int64_t unreturned ABSL_GUARDED_BY(mu) = 0;
+  // Messages handed to the application.
+  uint64_t app_delivered ABSL_GUARDED_BY(mu) = 0;
+};
+
+// Counters of the receive side, bumped without the core's lock.
+struct ReceiveCounters {
+  std::atomic<uint64_t> received{0};
+  std::atomic<uint64_t> delivered{0};
+  std::atomic<uint64_t> buffered{0};
+  std::atomic<uint64_t> abandoned{0};
+  std::atomic<uint64_t> discarded{0};
+  std::atomic<uint64_t> credit_returned{0};
+  std::atomic<uint64_t> gaps{0};
+  std::atomic<uint64_t> decode_errors{0};
+};
+
+// Thread-safe: the public methods may be called from any thread; the private
+// I/O methods run on the I/O thread only.
+class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
+ public:
+  // REQUIRES: ValidateClientOptions(options).ok().
+  RemoteCore(std::string url, ClientOptions options);
+  // REQUIRES: Close() returned (the I/O thread is joined).
+  ~RemoteCore();
+
+  RemoteCore(const RemoteCore&) = delete;
+  RemoteCore& operator=(const RemoteCore&) = delete;
+
+  // Starts the I/O thread and waits for the first Welcome until `deadline`.
+  // kUnavailable if none came, kInvalidArgument for an endpoint ZeroMQ
+  // refuses, or the broker's Error answering Hello. On error the caller
+  // still calls Close().
+  absl::Status Start(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // As Publisher::Publish(); `wait` is PublisherOptions::buffer_wait.
+  absl::Status Publish(absl::string_view topic, absl::string_view payload,
+                       const Headers& headers, absl::string_view type_name,
+                       absl::Duration wait) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Subscribes and waits for the broker's Ack (Client::Subscribe()).
+  absl::StatusOr<std::shared_ptr<RemoteSub>> Subscribe(
+      absl::string_view pattern, const SubscriptionOptions& options,
+      bool callback) ABSL_LOCKS_EXCLUDED(mu_);
+  // Asks the broker to close `sid`. With `wait`, waits up to
+  // request_timeout for its final totals: kUnavailable if they did not come
+  // (or the broker lost the subscription), kFailedPrecondition once the
+  // client is closed. Without, returns kDeadlineExceeded at once.
+  absl::StatusOr<v1::SubscriptionStats> Unsubscribe(uint64_t sid, bool wait)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Returns `messages` of credit for incarnation `incarnation` of `sid`.
+  void ReturnCredit(uint64_t sid, uint64_t incarnation, uint64_t messages)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::Status Flush(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Close(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  ClientStats Stats() const ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::BrokerStats> BrokerStats(absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // True once Close() began.
+  bool closing() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  const ClientOptions& options() const { return options_; }
+  ReceiveCounters& counters() { return counters_; }
+
+ private:
+  enum class Phase { kConnecting, kEstablished, kClosed };
+  enum class SubState {
+    kPending,    // Subscribe to send or sent; no Ack yet.
+    kLive,       // Acknowledged.
+    kFailed,     // Refused; `error` says why.
+    kCancelled,  // Subscribe() gave up waiting; close it if it comes alive.
+    kClosing,    // Unsubscribe to send or sent.
+    kClosed,     // Unsubscribed (`totals` if the broker sent them), or the
+                 // client closed.
+  };
+  struct SubEntry {
+    std::shared_ptr<RemoteSub> sub;
+    SubState state = SubState::kPending;
+    absl::Status error;
+    // Acknowledged in some session: losing it is a gap.
+    bool was_live = false;
+    // A waiter (Subscribe() or a waiting Unsubscribe()) will erase it.
+    bool waiter = false;
+    // The session (session_serial_) its last Subscribe/Unsubscribe went out
+    // in, so a command and a Welcome do not both send it.
+    uint64_t sent_in_session = 0;
+    std::optional<v1::SubscriptionStats> totals;
+  };
+  struct OutboxEntry {
+    v1::PublishEntry entry;
+    zmq::message_t payload;
+    size_t bytes = 0;
+  };
+  struct FlushWaiter {
+    uint64_t target = 0;  // accepted_total_ when Flush() was called
+    uint64_t ping_id = 0;
+    bool done = false;
+  };
+  struct StatsWaiter {
+    uint64_t request_id = 0;
+    bool done = false;
+    v1::BrokerStats stats;
+  };
+  struct Command {
+    enum class Kind { kSubscribe, kUnsubscribe, kCredit, kWake, kClose };
+    Kind kind = Kind::kWake;
+    uint64_t sid = 0;
+    uint64_t incarnation = 0;
+    uint64_t messages = 0;
+    absl::Time deadline = absl::InfinitePast();
+  };
+  // What a request id was for (I/O thread only).
+  struct Request {
+    enum class Kind {
+      kHello,
+      kBatch,
+      kSubscribe,
+      kUnsubscribe,
+      kHeartbeat,
+      kFlushPing,
+      kStats,
+      kIgnore,
+    };
+    Kind kind = Kind::kIgnore;
+    uint64_t sid = 0;
+  };
+  struct SentBatch {
+    uint64_t sequence = 0;
+    uint64_t request_id = 0;
+    uint64_t messages = 0;
+    uint64_t refused = 0;
+  };
+  struct PendingBatch {
+    SentBatch info;
+    std::vector<zmq::message_t> parts;
+  };
+  using Parts = std::vector<zmq::message_t>;
+
+  // Queues `command` and wakes the I/O thread. Returns true if the eventfd
+  // must be written (after unlocking).
+  bool PushCommandLocked(Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Wake();
+  absl::Status WaitFlushed(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  void CountRefusalLocked(PublishRefusal reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // ---- I/O thread.
+  void Loop();
+  // A socket monitor event (ZMQ_EVENT_*).
+  void OnConnectionEvent(uint16_t event);
+  void HandleIncoming(std::vector<zmq::message_t>& frames);
+  void OnWelcome(const v1::Envelope& env);
+  void OnAck(const v1::Envelope& env);
+  void OnError(const v1::Envelope& env);
+  void OnDeliver(v1::Envelope env, std::vector<zmq::message_t> payloads);
+  void OnPong(const v1::Envelope& env);
+  void OnStatsReply(v1::Envelope env);
+  void OnGoodbye(const v1::Goodbye& goodbye);
+  // The session is gone (Goodbye, silence, an Error to a Ping): say Hello
+  // again.
+  void LoseSession(absl::string_view why);
+  void SendHello();
+  // Sends `sub`'s Subscribe. `fresh`: a new incarnation (grant computed
+  // from the buffer, credit accounting reset); otherwise the last one again.
+  void SendSubscribe(uint64_t sid, const std::shared_ptr<RemoteSub>& sub,
+                     uint64_t request_id, bool gap, uint64_t epoch, bool fresh);
+  void SendUnsubscribe(uint64_t sid, uint64_t request_id);
+  void DoWork();
+  void SendBatches();
+  void Shutdown(absl::Time deadline);
+  // Sends now, or queues behind earlier blocked messages.
+  void SendControl(const v1::Envelope& env);
+  // One multipart message: false if ZeroMQ would block (nothing was sent).
+  bool TrySend(Parts& parts);
+  // Retries blocked control messages in order; true if none remain.
+  bool FlushBlocked();
+  uint64_t NextRequestId(Request request);
+  void ReportError(const absl::Status& status);
+  absl::Duration Heartbeat() const;
+  absl::Duration Liveness() const;
+
+  const std::string url_;
+  const ClientOptions options_;
+  const std::string session_id_;
+  int wake_fd_ = -1;
+  std::thread thread_;
+  ReceiveCounters counters_;
+  // Read by Publish() without the lock; set from each Welcome.
+  std::atomic<uint64_t> max_message_bytes_{0};
+
+  mutable absl::Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kConnecting;
+  bool ever_connected_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status connect_error_ ABSL_GUARDED_BY(mu_);
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  v1::Welcome welcome_ ABSL_GUARDED_BY(mu_);
+  // The broker said Goodbye: the session drains (see OnGoodbye()).
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool close_started_ ABSL_GUARDED_BY(mu_) = false;
+  bool close_done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status close_status_ ABSL_GUARDED_BY(mu_);
+  bool io_exited_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_pending_ ABSL_GUARDED_BY(mu_) = false;
+  // The I/O thread would send a batch now if the outbox had messages.
+  bool io_wants_publish_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<OutboxEntry> outbox_ ABSL_GUARDED_BY(mu_);
+  uint64_t accepted_total_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<Command> commands_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_sid_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, SubEntry> subs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<FlushWaiter>> flushes_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<StatsWaiter>> stats_waiters_ ABSL_GUARDED_BY(mu_);
+  // Publishing and session counters (the receive side is in counters_).
+  ClientStats stats_ ABSL_GUARDED_BY(mu_);
+
+  // ---- Confined to the I/O thread.
+  zmq::socket_t* socket_ = nullptr;
+  bool exit_ = false;
+  absl::Time close_deadline_ = absl::InfinitePast();
+  uint64_t next_request_id_ = 0;
+  absl::flat_hash_map<uint64_t, Request> requests_;
+  uint64_t session_serial_ = 0;
+  absl::Time last_rx_;
+  absl::Time next_ping_;
+  absl::Time next_hello_;
+  absl::Duration hello_backoff_;
+  uint64_t batch_sequence_ = 0;
+  uint64_t sent_total_ = 0;
+  std::deque<SentBatch> unacked_;
+  std::optional<PendingBatch> pending_batch_;
+  std::deque<Parts> blocked_;
+  // Credit returned while no session was established: sent if the next
+  // Welcome resumes the session, dropped if it does not.
+  std::vector<Command> held_credits_;
+};
+
+}  // namespace herald::internal
+
+#endif  // HERALD_SDK_INTERNAL_REMOTE_CORE_H_

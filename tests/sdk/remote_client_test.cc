@@ -1,0 +1,327 @@
+// What only the remote client has: the publish buffer, sessions, reconnects
+// after a broker restart (with the gap reported), and session expiry. The
+// behaviour shared with the in-process client is in client_test.cc.
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "broker/broker.h"
+#include "broker/net/server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sdk/client.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/wait_for.h"
+
+namespace herald {
+namespace {
+
+using ::herald::testing::IsOk;
+using ::herald::testing::StatusIs;
+using ::herald::testing::WaitFor;
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+// A short directory under /tmp for Unix sockets (Bazel's TEST_TMPDIR is
+// longer than the 107-byte socket path limit), removed at the end.
+class ShortTempDir {
+ public:
+  ShortTempDir() {
+    char pattern[] = "/tmp/herald-sdk-XXXXXX";
+    if (mkdtemp(pattern) != nullptr) path_ = pattern;
+  }
+  ~ShortTempDir() {
+    if (path_.empty()) return;
+    unlink((path_ + "/sdk").c_str());
+    rmdir(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A broker and its server on one endpoint, made and stopped together.
+struct BrokerAndServer {
+  absl::Status Start(const std::string& endpoint,
+                     net::ServerOptions options = {}) {
+    auto b = Broker::Create();
+    if (!b.ok()) return b.status();
+    broker = *std::move(b);
+    options.sdk_endpoint = endpoint;
+    options.publish_endpoint = "";
+    options.subscribe_endpoint = "";
+    auto s = net::Server::Start(broker.get(), options);
+    if (!s.ok()) return s.status();
+    server = *std::move(s);
+    return absl::OkStatus();
+  }
+  void Stop() {
+    server.reset();  // Stop(): Goodbye to every session.
+    broker.reset();
+  }
+  std::unique_ptr<Broker> broker;
+  std::unique_ptr<net::Server> server;
+};
+
+TEST(RemoteClientTest, ReconnectsAfterABrokerRestartAndReportsTheGap) {
+  ShortTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string endpoint = absl::StrCat("ipc://", dir.path(), "/sdk");
+  BrokerAndServer first;
+  ASSERT_THAT(first.Start(endpoint), IsOk());
+  const uint64_t first_epoch = first.server->epoch();
+
+  ClientOptions options;
+  options.reconnect_interval = absl::Milliseconds(10);
+  // What the client went through, for the failure messages.
+  absl::Mutex mu;
+  std::string events;
+  options.on_error = [&](const absl::Status& s) {
+    absl::MutexLock lock(&mu);
+    absl::StrAppend(&events, absl::FormatTime(absl::Now()), " ", s.ToString(),
+                    "\n");
+  };
+  auto history = [&] {
+    absl::MutexLock lock(&mu);
+    return events;
+  };
+  auto client = Client::Connect(endpoint, options);
+  ASSERT_THAT(client, IsOk());
+  auto sub = (*client)->Subscribe("restart.>", {});
+  ASSERT_THAT(sub, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  ASSERT_THAT(publisher->Publish("restart.a", "before"), IsOk());
+  absl::StatusOr<Received> before = sub->Receive(kWait);
+  ASSERT_THAT(before, IsOk());
+  EXPECT_FALSE(before->gap());
+  EXPECT_EQ(before->epoch(), first_epoch);
+
+  // A receiver waits through the restart: no kUnavailable, just the next
+  // message, marked as the first after a gap.
+  absl::StatusOr<Received> after;
+  std::thread receiver([&] { after = sub->Receive(absl::Now() + kWait); });
+
+  first.Stop();
+  ASSERT_TRUE(WaitFor([&] { return !(*client)->Stats().connected; }));
+  BrokerAndServer second;
+  ASSERT_THAT(second.Start(endpoint), IsOk());
+  ASSERT_NE(second.server->epoch(), first_epoch);
+
+  // The SDK makes the subscription again by itself. (The broker's stats may
+  // list a subscription a moment before a publish can match it; Flush()'s
+  // round trip comes after the Subscribe, so it is live once it returns.)
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk()) << history();
+  ASSERT_EQ(second.broker->Stats().subscriptions_active(), 1u);
+  ASSERT_THAT(second.broker->Publish("restart.b", "after"), IsOk());
+  receiver.join();
+  ASSERT_THAT(after, IsOk())
+      << "client: " << (*client)->Stats().DebugString()
+      << "\nserver: " << second.server->Stats().ShortDebugString()
+      << "\nbroker: " << second.broker->Stats().ShortDebugString()
+      << "\nevents:\n"
+      << history();
+  EXPECT_EQ(after->payload(), "after");
+  EXPECT_TRUE(after->gap());
+  EXPECT_EQ(after->epoch(), second.server->epoch());
+  EXPECT_EQ(after->sequence(), 1u);
+
+  // Only the first message after the gap carries it.
+  ASSERT_THAT(publisher->Publish("restart.c", "next"), IsOk());
+  absl::StatusOr<Received> next = sub->Receive(kWait);
+  ASSERT_THAT(next, IsOk());
+  EXPECT_FALSE(next->gap());
+
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.sessions, 2u);
+  EXPECT_EQ(stats.reconnects, 1u);
+  EXPECT_EQ(stats.gaps, 1u);
+  EXPECT_EQ(stats.broker_epoch, second.server->epoch());
+  EXPECT_EQ(stats.subscriptions_active, 1u);
+  EXPECT_TRUE(stats.connected);
+  client->reset();
+  second.Stop();
+}
+
+TEST(RemoteClientTest, AfterGoodbyeDeliveriesDrainAndPublishesWaitForTheNext) {
+  ShortTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string endpoint = absl::StrCat("ipc://", dir.path(), "/sdk");
+  BrokerAndServer first;
+  ASSERT_THAT(first.Start(endpoint), IsOk());
+  ClientOptions options;
+  options.reconnect_interval = absl::Milliseconds(10);
+  auto client = Client::Connect(endpoint, options);
+  ASSERT_THAT(client, IsOk());
+  // A window of 4: draining 12 messages needs credit to keep flowing back.
+  SubscriptionOptions blocking;
+  blocking.queue_capacity = 4;
+  blocking.overflow = OverflowPolicy::kBlock;
+  blocking.block_timeout = absl::Seconds(10);
+  auto sub = (*client)->Subscribe("drain", blocking);
+  ASSERT_THAT(sub, IsOk());
+
+  first.server->StopIntake();  // Goodbye.
+  ASSERT_TRUE(WaitFor([&] { return !(*client)->Stats().connected; }));
+
+  constexpr int kMessages = 12;
+  std::thread producer([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      auto r = first.broker->Publish("drain", std::to_string(i));
+      ASSERT_THAT(r, IsOk());
+      EXPECT_EQ(r->dropped(), 0u);
+    }
+  });
+  for (int i = 0; i < kMessages; ++i) {
+    absl::StatusOr<Received> r = sub->Receive(kWait);
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->payload(), std::to_string(i));
+    EXPECT_EQ(r->missed(), 0u);
+  }
+  producer.join();
+
+  // The stopping broker would refuse a publish: it waits in the buffer.
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  ASSERT_THAT(publisher->Publish("drain", "held"), IsOk());
+  EXPECT_EQ((*client)->Stats().publish_buffered, 1u);
+  EXPECT_EQ(first.server->Stats().publish_refused(), 0u);
+
+  first.Stop();
+  BrokerAndServer second;
+  ASSERT_THAT(second.Start(endpoint), IsOk());
+  // The subscription is made again before the held publish goes out.
+  absl::StatusOr<Received> held = sub->Receive(kWait);
+  ASSERT_THAT(held, IsOk());
+  EXPECT_EQ(held->payload(), "held");
+  EXPECT_TRUE(held->gap());
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.publish_acked, 1u);
+  EXPECT_EQ(stats.reconnects, 1u);
+  client->reset();
+  second.Stop();
+}
+
+TEST(RemoteClientTest, AnExpiredSessionIsMadeAgainWithAGap) {
+  net::ServerOptions server_options;
+  server_options.session_ttl = absl::Seconds(1);
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*", server_options), IsOk());
+
+  // The client pings far less often than the session lives, so the server
+  // expires it; the next request it refuses tells the client.
+  ClientOptions options;
+  options.heartbeat = absl::Seconds(60);
+  options.liveness_timeout = absl::Seconds(60);
+  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto sub = (*client)->Subscribe("expiry", {});
+  ASSERT_THAT(sub, IsOk());
+  ASSERT_TRUE(
+      WaitFor([&] { return broker.server->Stats().sessions_expired() == 1; }));
+
+  // Flush's ping finds no session: the client says Hello again, re-makes the
+  // subscription, and the flush completes in the new session.
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  ASSERT_THAT(broker.broker->Publish("expiry", "x"), IsOk());
+  absl::StatusOr<Received> r = sub->Receive(kWait);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->gap());
+  EXPECT_EQ(r->epoch(), broker.server->epoch());
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.reconnects, 1u);
+  EXPECT_EQ(stats.gaps, 1u);
+  client->reset();
+  broker.Stop();
+}
+
+TEST(RemoteClientTest, AFullPublishBufferRefusesOrTimesOutAndCloseCountsIt) {
+  ShortTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string endpoint = absl::StrCat("ipc://", dir.path(), "/sdk");
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start(endpoint), IsOk());
+  constexpr size_t kBuffer = 2;
+  ClientOptions options;
+  options.publish_buffer = kBuffer;
+  auto client = Client::Connect(endpoint, options);
+  ASSERT_THAT(client, IsOk());
+  // With the broker gone, nothing leaves the buffer.
+  broker.Stop();
+  ASSERT_TRUE(WaitFor([&] { return !(*client)->Stats().connected; }));
+
+  auto nonblocking = (*client)->CreatePublisher({});
+  ASSERT_THAT(nonblocking, IsOk());
+  auto waiting =
+      (*client)->CreatePublisher({.buffer_wait = absl::Milliseconds(20)});
+  ASSERT_THAT(waiting, IsOk());
+  for (size_t i = 0; i < kBuffer; ++i) {
+    ASSERT_THAT(nonblocking->Publish("t", "x"), IsOk());
+  }
+  EXPECT_THAT(nonblocking->Publish("t", "x"),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(waiting->Publish("t", "x"),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_THAT((*client)->Flush(absl::Now() + absl::Milliseconds(20)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+
+  ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.published, kBuffer);
+  EXPECT_EQ(stats.publish_buffered, kBuffer);
+  EXPECT_EQ(stats.publish_buffer_high_water, kBuffer);
+  EXPECT_EQ(stats.refused(PublishRefusal::kBufferFull), 1u);
+  EXPECT_EQ(stats.refused(PublishRefusal::kBufferTimeout), 1u);
+
+  // Close() cannot flush: what is left counts as dropped.
+  EXPECT_THAT((*client)->Close(absl::Now() + absl::Milliseconds(20)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  stats = (*client)->Stats();
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kUnsentAtClose), kBuffer);
+  EXPECT_EQ(stats.publish_buffered, 0u);
+  EXPECT_EQ(stats.published, stats.publish_acked + stats.publish_buffered +
+                                 stats.publish_in_flight +
+                                 stats.publish_dropped());
+}
+
+TEST(RemoteClientTest, BrokerRefusalsReachTheErrorCallbackAndCounters) {
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*"), IsOk());
+  absl::Mutex mu;
+  std::vector<absl::Status> errors;
+  ClientOptions options;
+  options.on_error = [&](const absl::Status& s) {
+    absl::MutexLock lock(&mu);
+    errors.push_back(s);
+  };
+  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  // Valid locally; the broker refuses once it shuts down.
+  broker.broker->Shutdown(absl::Now());
+  ASSERT_THAT(publisher->Publish("t", "x"), IsOk());
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kBrokerRefused), 1u);
+  EXPECT_EQ(stats.publish_acked, 0u);
+  EXPECT_EQ(stats.batches_acked, 1u);
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].code(), absl::StatusCode::kFailedPrecondition);
+  client->reset();
+  broker.Stop();
+}
+
+}  // namespace
+}  // namespace herald
