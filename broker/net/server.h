@@ -54,8 +54,9 @@ struct ServerOptions {
   // Queue capacity of the plain subscribe endpoint's core subscription.
   // Default: 65536.
   size_t plain_queue_capacity = 65536;
-  // How long Stop() lets unsent messages go out (ZMQ_LINGER). Default: 0.
-  absl::Duration linger = absl::ZeroDuration();
+  // How long Stop() lets unsent messages (the Goodbyes among them) go out
+  // (ZMQ_LINGER), never past Stop()'s deadline. Default: 100ms.
+  absl::Duration linger = absl::Milliseconds(100);
 };
 
 // Thread-safe.
