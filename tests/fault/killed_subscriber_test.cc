@@ -65,8 +65,8 @@ TEST(KilledSubscriberTest, SessionIsFreedWithinTheTtl) {
   // Let the server send it before the kill: a send to the dead peer would
   // end the session through EHOSTUNREACH (sessions_closed) instead of the
   // TTL this test is about.
-  ASSERT_TRUE(WaitFor(
-      [&] { return (*server)->Stats().delivered() == 1; }, absl::Seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().delivered() == 1; },
+                      absl::Seconds(30)));
 
   ASSERT_EQ(kill(child, SIGKILL), 0);
   int status = 0;
