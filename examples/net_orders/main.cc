@@ -50,6 +50,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "examples/common/accounting.h"
 #include "examples/net_orders/child_process.h"
 #include "sdk/client.h"
 
@@ -71,6 +72,9 @@ ABSL_FLAG(std::string, service, "", "Service: which one.");
 
 namespace {
 
+using ::herald::examples::Checks;
+using ::herald::examples::Failures;
+
 using herald::examples::ChildProcess;
 using herald::examples::FieldNumber;
 using herald::examples::FieldValue;
@@ -82,51 +86,6 @@ constexpr absl::Duration kStepTimeout = absl::Seconds(60);
 constexpr std::array<absl::string_view, 6> kReasonNames = {
     "queue_full", "evicted_oldest", "block_timeout",
     "closed",     "shutdown",       "group_full"};
-
-// Errors seen on any thread. Each is printed when it happens; the process
-// exits 1 if there was any. Thread-safe.
-class Failures {
- public:
-  void Add(absl::string_view where, const absl::Status& status) {
-    absl::FPrintF(stderr, "error: %s: %s\n", where, status.ToString());
-    absl::MutexLock lock(&mu_);
-    ++count_;
-  }
-  int count() const {
-    absl::MutexLock lock(&mu_);
-    return count_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  int count_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// The accounting checks; a failed one prints what did not add up.
-// Thread-compatible.
-class Checks {
- public:
-  void Equal(absl::string_view what, uint64_t got, uint64_t want) {
-    ++count_;
-    if (got == want) return;
-    ++failed_;
-    absl::FPrintF(stderr, "accounting MISMATCH: %s: %d != %d\n", what, got,
-                  want);
-  }
-  void AtMost(absl::string_view what, uint64_t got, uint64_t bound) {
-    ++count_;
-    if (got <= bound) return;
-    ++failed_;
-    absl::FPrintF(stderr, "accounting MISMATCH: %s: %d > %d\n", what, got,
-                  bound);
-  }
-  int count() const { return count_; }
-  int failed() const { return failed_; }
-
- private:
-  int count_ = 0;
-  int failed_ = 0;
-};
 
 // [START services]
 // The three services of examples/orders, with the same options. Every event

@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "broker/broker.h"
+#include "examples/common/accounting.h"
 
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(3),
           "How long the storefronts publish before the graceful shutdown.");
@@ -41,56 +42,14 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(1),
 
 namespace {
 
+using ::herald::examples::Checks;
+using ::herald::examples::Failures;
+
 using herald::DropReason;
 
 constexpr std::array<DropReason, 5> kReasons = {
     DropReason::kQueueFull, DropReason::kEvictedOldest,
     DropReason::kBlockTimeout, DropReason::kClosed, DropReason::kShutdown};
-
-// Errors seen on any thread. Each is printed when it happens; main() exits 1
-// if there was any. Thread-safe.
-class Failures {
- public:
-  void Add(absl::string_view where, const absl::Status& status) {
-    absl::FPrintF(stderr, "error: %s: %s\n", where, status.ToString());
-    absl::MutexLock lock(&mu_);
-    ++count_;
-  }
-  int count() const {
-    absl::MutexLock lock(&mu_);
-    return count_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  int count_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// The accounting checks; a failed one prints what did not add up.
-// Thread-compatible.
-class Checks {
- public:
-  void Equal(absl::string_view what, uint64_t got, uint64_t want) {
-    ++count_;
-    if (got == want) return;
-    ++failed_;
-    absl::FPrintF(stderr, "accounting MISMATCH: %s: %d != %d\n", what, got,
-                  want);
-  }
-  void AtMost(absl::string_view what, uint64_t got, uint64_t bound) {
-    ++count_;
-    if (got <= bound) return;
-    ++failed_;
-    absl::FPrintF(stderr, "accounting MISMATCH: %s: %d > %d\n", what, got,
-                  bound);
-  }
-  int count() const { return count_; }
-  int failed() const { return failed_; }
-
- private:
-  int count_ = 0;
-  int failed_ = 0;
-};
 
 // What one storefront's publishes did, summed over its PublishResults.
 struct PublishTally {

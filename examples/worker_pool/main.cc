@@ -35,6 +35,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "broker/broker.h"
+#include "examples/common/accounting.h"
 
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(3),
           "How long the producer publishes jobs.");
@@ -45,47 +46,12 @@ ABSL_FLAG(absl::Duration, job_work, absl::Milliseconds(1),
 
 namespace {
 
+using ::herald::examples::Checks;
+using ::herald::examples::Failures;
+
 using herald::DropReason;
 
 constexpr absl::string_view kGroup = "workers";
-
-// Errors seen on any thread. Each is printed when it happens; main() exits 1
-// if there was any. Thread-safe.
-class Failures {
- public:
-  void Add(absl::string_view where, const absl::Status& status) {
-    absl::FPrintF(stderr, "error: %s: %s\n", where, status.ToString());
-    absl::MutexLock lock(&mu_);
-    ++count_;
-  }
-  int count() const {
-    absl::MutexLock lock(&mu_);
-    return count_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  int count_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// The accounting checks; a failed one prints what did not add up.
-// Thread-compatible.
-class Checks {
- public:
-  void Equal(absl::string_view what, uint64_t got, uint64_t want) {
-    ++count_;
-    if (got == want) return;
-    ++failed_;
-    absl::FPrintF(stderr, "accounting MISMATCH: %s: %d != %d\n", what, got,
-                  want);
-  }
-  int count() const { return count_; }
-  int failed() const { return failed_; }
-
- private:
-  int count_ = 0;
-  int failed_ = 0;
-};
 
 // One worker, or the collector. The vectors and counters are written by its
 // thread only and read by main() after joining it.
