@@ -27,37 +27,19 @@ struct Label {
   absl::string_view value;
 };
 
-// Label values escape backslash, double quote and line feed.
-void AppendEscapedLabelValue(absl::string_view value, std::string* out) {
-  for (const char c : value) {
-    switch (c) {
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      default:
-        out->push_back(c);
-    }
-  }
-}
-
-// HELP text escapes backslash and line feed.
-void AppendEscapedHelp(absl::string_view help, std::string* out) {
-  for (const char c : help) {
-    switch (c) {
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      default:
-        out->push_back(c);
+// The exposition format escapes backslash and line feed in HELP text, and
+// also the double quote in label values.
+void AppendEscaped(absl::string_view text, bool escape_quote,
+                   std::string* out) {
+  for (const char c : text) {
+    if (c == '\\') {
+      out->append("\\\\");
+    } else if (c == '\n') {
+      out->append("\\n");
+    } else if (c == '"' && escape_quote) {
+      out->append("\\\"");
+    } else {
+      out->push_back(c);
     }
   }
 }
@@ -70,7 +52,7 @@ class Exposition {
               absl::string_view help) {
     name_ = name;
     absl::StrAppend(&out_, "# HELP ", name, " ");
-    AppendEscapedHelp(help, &out_);
+    AppendEscaped(help, /*escape_quote=*/false, &out_);
     absl::StrAppend(&out_, "\n# TYPE ", name, " ", type, "\n");
   }
 
@@ -83,7 +65,7 @@ class Exposition {
       out_.push_back(first ? '{' : ',');
       first = false;
       absl::StrAppend(&out_, label.name, "=\"");
-      AppendEscapedLabelValue(label.value, &out_);
+      AppendEscaped(label.value, /*escape_quote=*/true, &out_);
       out_.push_back('"');
     };
     for (const Label& label : labels) append_label(label);
