@@ -51,14 +51,14 @@ absl::Status Subscription::CheckOpen() const {
 }
 
 absl::StatusOr<Delivery> Subscription::Receive(absl::Time deadline,
-                                               std::stop_token stop) {
+                                               const std::stop_token& stop) {
   if (absl::Status s = CheckOpen(); !s.ok()) return s;
-  return state_->Receive(deadline, std::move(stop));
+  return state_->Receive(deadline, stop);
 }
 
 absl::StatusOr<Delivery> Subscription::Receive(absl::Duration timeout,
-                                               std::stop_token stop) {
-  return Receive(absl::Now() + timeout, std::move(stop));
+                                               const std::stop_token& stop) {
+  return Receive(absl::Now() + timeout, stop);
 }
 
 absl::StatusOr<Delivery> Subscription::TryReceive() {
@@ -66,9 +66,18 @@ absl::StatusOr<Delivery> Subscription::TryReceive() {
 }
 
 absl::StatusOr<std::vector<Delivery>> Subscription::ReceiveBatch(
-    size_t max_messages, absl::Time deadline, std::stop_token stop) {
+    size_t max_messages, absl::Time deadline, const std::stop_token& stop) {
   if (absl::Status s = CheckOpen(); !s.ok()) return s;
-  return state_->ReceiveBatch(max_messages, deadline, std::move(stop));
+  return state_->ReceiveBatch(max_messages, deadline, stop);
+}
+
+absl::Status Subscription::ReceiveBatch(size_t max_messages,
+                                        absl::Time deadline,
+                                        std::vector<Delivery>* out,
+                                        const std::stop_token& stop) {
+  out->clear();
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  return state_->ReceiveBatch(max_messages, deadline, out, stop);
 }
 
 absl::StatusOr<SubscriptionTotals> Subscription::Close() {

@@ -64,18 +64,24 @@ class Subscription {
   // result's missed() says how many messages were dropped since the previous
   // delivery.
   absl::StatusOr<Delivery> Receive(absl::Time deadline,
-                                   std::stop_token stop = {});
+                                   const std::stop_token& stop = {});
   // As above, with a timeout; a timeout <= 0 polls once.
   absl::StatusOr<Delivery> Receive(absl::Duration timeout,
-                                   std::stop_token stop = {});
+                                   const std::stop_token& stop = {});
   // Returns a queued message without blocking, or kDeadlineExceeded if none;
   // other errors as Receive().
   absl::StatusOr<Delivery> TryReceive();
   // As Receive(), but returns up to `max_messages` (> 0, else
   // kInvalidArgument) messages once at least one is available.
-  absl::StatusOr<std::vector<Delivery>> ReceiveBatch(size_t max_messages,
-                                                     absl::Time deadline,
-                                                     std::stop_token stop = {});
+  absl::StatusOr<std::vector<Delivery>> ReceiveBatch(
+      size_t max_messages, absl::Time deadline,
+      const std::stop_token& stop = {});
+  // As above, into `*out`, whose contents it replaces (leaving it empty on an
+  // error) and whose capacity it keeps: a consumer that reuses one vector
+  // allocates nothing per message once the vector has grown.
+  absl::Status ReceiveBatch(size_t max_messages, absl::Time deadline,
+                            std::vector<Delivery>* out,
+                            const std::stop_token& stop = {});
 
   // Closes the subscription: publishers from now on count its messages as
   // dropped (kClosed); waits until no publisher is inside a push to it and

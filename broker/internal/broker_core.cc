@@ -73,11 +73,14 @@ BrokerCore::~BrokerCore() { Shutdown(absl::InfinitePast()); }
 absl::Status BrokerCore::CheckMessage(absl::string_view topic,
                                       absl::string_view payload,
                                       const Headers& headers,
-                                      bool allow_reserved) {
-  // Relaxed on the refusal counters: statistics.
-  if (absl::Status s = ValidateTopic(topic); !s.ok()) {
-    refused_invalid_.fetch_add(1, std::memory_order_relaxed);
-    return s;
+                                      bool allow_reserved, bool topic_known) {
+  // Relaxed on the refusal counters: statistics. A topic with a registry
+  // entry was validated when the entry was made.
+  if (!topic_known) {
+    if (absl::Status s = ValidateTopic(topic); !s.ok()) {
+      refused_invalid_.fetch_add(1, std::memory_order_relaxed);
+      return s;
+    }
   }
   for (const Header& h : headers) {
     if (h.key.empty()) {
@@ -142,10 +145,18 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
                                                   absl::string_view payload,
                                                   const Headers& headers,
                                                   PublishFlags flags) {
-  HERALD_RETURN_IF_ERROR(
-      CheckMessage(topic, payload, headers, flags.allow_reserved_headers));
-  const size_t shard = registry_.ShardOf(topic);
+  // One hash, one lock-free probe: a topic with an entry skips validation.
+  const uint64_t hash = Registry::HashTopic(topic);
+  const size_t shard = registry_.ShardOf(hash);
   const uint32_t pin = registry_.Pin(shard);
+  TopicEntry* entry = registry_.Find(shard, hash, topic);
+  if (absl::Status s =
+          CheckMessage(topic, payload, headers, flags.allow_reserved_headers,
+                       /*topic_known=*/entry != nullptr);
+      !s.ok()) {
+    registry_.Unpin(shard, pin);
+    return s;
+  }
   // Acquire: pairs with the store in Shutdown(); a publish that sees false
   // is waited for by Shutdown's grace period.
   if (shutting_down_.load(std::memory_order_acquire)) {
@@ -154,16 +165,15 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
     return absl::FailedPreconditionError(
         absl::StrCat("publish to \"", topic, "\": the broker is shut down"));
   }
-  TopicEntry* entry = nullptr;
   std::unique_ptr<MatchList> uncached;
-  const MatchList* list = registry_.Lookup(shard, topic, &entry, &uncached);
+  // Acquire: pairs with the registry's release of a new list.
+  const MatchList* list =
+      entry != nullptr
+          ? entry->list.load(std::memory_order_acquire)
+          : registry_.LookupMiss(shard, hash, topic, &entry, &uncached);
   const PublishResult result =
       FanOut(list, topic, payload, headers, flags.may_block);
-  if (entry != nullptr) {
-    // Relaxed: statistics.
-    entry->published.value.fetch_add(1, std::memory_order_relaxed);
-  }
-  registry_.CountPublish(shard, result.matched > 0);
+  registry_.CountPublish(shard, entry, result.matched > 0);
   registry_.Unpin(shard, pin);
   return result;
 }
@@ -171,8 +181,9 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
 absl::StatusOr<PublishResult> BrokerCore::PublishToEntry(
     TopicEntry* entry, absl::string_view payload, const Headers& headers) {
   HERALD_RETURN_IF_ERROR(CheckMessage(entry->name, payload, headers,
-                                      /*allow_reserved=*/false));
-  const size_t shard = registry_.ShardOf(entry->name);
+                                      /*allow_reserved=*/false,
+                                      /*topic_known=*/true));
+  const size_t shard = registry_.ShardOf(entry->hash);
   const uint32_t pin = registry_.Pin(shard);
   if (shutting_down_.load(std::memory_order_acquire)) {
     registry_.Unpin(shard, pin);
@@ -185,8 +196,7 @@ absl::StatusOr<PublishResult> BrokerCore::PublishToEntry(
   const PublishResult result =
       FanOut(entry->list.load(std::memory_order_acquire), entry->name, payload,
              headers, /*may_block=*/true);
-  entry->published.value.fetch_add(1, std::memory_order_relaxed);
-  registry_.CountPublish(shard, result.matched > 0);
+  registry_.CountPublish(shard, entry, result.matched > 0);
   registry_.Unpin(shard, pin);
   return result;
 }

@@ -77,9 +77,11 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   v1::BrokerStats Shutdown(absl::Time drain_deadline);
 
  private:
-  // Checks what Publish() must refuse, counting the refusal.
+  // Checks what Publish() must refuse, counting the refusal. With
+  // `topic_known`, the topic has a registry entry and is valid.
   absl::Status CheckMessage(absl::string_view topic, absl::string_view payload,
-                            const Headers& headers, bool allow_reserved);
+                            const Headers& headers, bool allow_reserved,
+                            bool topic_known);
   absl::Status CheckSubscribe(absl::string_view pattern,
                               const SubscriptionOptions& options,
                               bool callback) const;

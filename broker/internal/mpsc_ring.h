@@ -121,8 +121,9 @@ class MpscRing {
     return enqueued > dequeued ? static_cast<size_t>(enqueued - dequeued) : 0;
   }
 
-  // The single consumer: positions admitted so far (for high-water marks).
-  uint64_t EnqueuedForConsumer() const {
+  // Any thread: pushes admitted so far (including one whose value is still
+  // being written); exact when no push is in flight.
+  uint64_t Admitted() const {
     // Relaxed: a statistic; it never publishes data.
     return enqueue_pos_.load(std::memory_order_relaxed);
   }

@@ -100,13 +100,12 @@ Registry::Registry(size_t shard_count, size_t max_topics)
 Registry::~Registry() {
   for (auto& shard : shards_) {
     absl::MutexLock lock(&shard->mu);
-    for (auto& [name, entry] : shard->entries) delete entry;
-    shard->entries.clear();
+    shard->index.ForEach([](TopicEntry* entry) { delete entry; });
   }
 }
 
-size_t Registry::ShardOf(absl::string_view topic) const {
-  return absl::Hash<absl::string_view>()(topic) % shards_.size();
+uint64_t Registry::HashTopic(absl::string_view topic) {
+  return absl::Hash<absl::string_view>()(topic);
 }
 
 uint32_t Registry::Pin(size_t shard_index) {
@@ -130,6 +129,13 @@ void Registry::Unpin(size_t shard_index, uint32_t pin) {
 }
 
 void Registry::Synchronize(Shard& shard) {
+  // Index tables retired before the flip below are unreachable by the
+  // publishers that pin after it; freed once the older ones have left.
+  std::vector<std::unique_ptr<TopicIndex<TopicEntry>::Table>> tables;
+  {
+    absl::MutexLock lock(&shard.mu);
+    tables = shard.index.TakeRetired();
+  }
   absl::MutexLock lock(&shard.grace_mu);
   // Relaxed load: only writers (serialized by grace_mu) change gen.
   const uint32_t g = shard.gen.load(std::memory_order_relaxed);
@@ -152,12 +158,32 @@ void Registry::SynchronizeAll() {
   for (auto& shard : shards_) Synchronize(*shard);
 }
 
-void Registry::CountPublish(size_t shard_index, bool matched) {
-  Shard& shard = *shards_[shard_index];
-  // Relaxed: statistics.
-  shard.published.fetch_add(1, std::memory_order_relaxed);
-  if (!matched) {
-    shard.published_unmatched.fetch_add(1, std::memory_order_relaxed);
+void Registry::EvictLocked(Shard& shard, TopicEntry* entry, Retired* retired) {
+  shard.index.Erase(entry);
+  topic_count_.fetch_sub(1, std::memory_order_relaxed);
+  // Relaxed: statistics. Pinned publishers may still count into the entry;
+  // Reclaim() adds those after the grace period.
+  entry->folded_published =
+      entry->published.value.load(std::memory_order_relaxed);
+  entry->folded_unmatched = entry->unmatched.load(std::memory_order_relaxed);
+  shard.published.fetch_add(entry->folded_published, std::memory_order_relaxed);
+  shard.published_unmatched.fetch_add(entry->folded_unmatched,
+                                      std::memory_order_relaxed);
+  retired->entries.emplace_back(entry);
+}
+
+void Registry::Reclaim(const Retired& r) {
+  for (const auto& entry : r.entries) {
+    Shard& shard = *shards_[ShardOf(entry->hash)];
+    // Relaxed: statistics; no publisher can reach the entry any more.
+    shard.published.fetch_add(
+        entry->published.value.load(std::memory_order_relaxed) -
+            entry->folded_published,
+        std::memory_order_relaxed);
+    shard.published_unmatched.fetch_add(
+        entry->unmatched.load(std::memory_order_relaxed) -
+            entry->folded_unmatched,
+        std::memory_order_relaxed);
   }
 }
 
@@ -180,18 +206,11 @@ std::unique_ptr<MatchList> Registry::ComputeLocked(
   return list;
 }
 
-const MatchList* Registry::Lookup(size_t shard_index, absl::string_view topic,
-                                  TopicEntry** entry,
-                                  std::unique_ptr<MatchList>* uncached) {
+const MatchList* Registry::LookupMiss(size_t shard_index, uint64_t hash,
+                                      absl::string_view topic,
+                                      TopicEntry** entry,
+                                      std::unique_ptr<MatchList>* uncached) {
   Shard& shard = *shards_[shard_index];
-  {
-    absl::ReaderMutexLock lock(&shard.mu);
-    if (auto it = shard.entries.find(topic); it != shard.entries.end()) {
-      *entry = it->second;
-      // Acquire: pairs with the release store in ReplaceListLocked().
-      return it->second->list.load(std::memory_order_acquire);
-    }
-  }
   // No entry: only wildcard subscriptions can match. Acquire: pairs with the
   // release increment in InsertTargetLocked().
   if (wildcard_count_.load(std::memory_order_acquire) == 0) return nullptr;
@@ -199,9 +218,10 @@ const MatchList* Registry::Lookup(size_t shard_index, absl::string_view topic,
   std::unique_ptr<MatchList> list = ComputeLocked(topic);
   if (list->empty()) return nullptr;
   absl::MutexLock lock(&shard.mu);
-  if (auto it = shard.entries.find(topic); it != shard.entries.end()) {
-    *entry = it->second;  // Another publisher cached it first.
-    return it->second->list.load(std::memory_order_acquire);
+  if (TopicEntry* e = shard.index.Find(hash, topic); e != nullptr) {
+    *entry = e;  // Another publisher cached it first.
+    // Acquire: pairs with the release store in ReplaceListLocked().
+    return e->list.load(std::memory_order_acquire);
   }
   // Relaxed: entries are created under writers_mu_ (shared) and a shard
   // mutex; the bound may be passed by at most one entry per shard in a race.
@@ -210,9 +230,9 @@ const MatchList* Registry::Lookup(size_t shard_index, absl::string_view topic,
     return uncached->get();
   }
   topic_count_.fetch_add(1, std::memory_order_relaxed);
-  auto* created = new TopicEntry(std::string(topic));
+  auto* created = new TopicEntry(std::string(topic), hash);
   created->list.store(list.release(), std::memory_order_release);
-  shard.entries.emplace(created->name, created);
+  shard.index.Insert(created);
   *entry = created;
   return created->list.load(std::memory_order_relaxed);
 }
@@ -224,9 +244,7 @@ void Registry::ReplaceListLocked(Shard& shard, TopicEntry* entry,
   if (old != nullptr) retired->lists.emplace_back(old);
   if (list->empty() && entry->handles == 0) {
     entry->list.store(nullptr, std::memory_order_release);
-    shard.entries.erase(entry->name);
-    topic_count_.fetch_sub(1, std::memory_order_relaxed);
-    retired->entries.emplace_back(entry);
+    EvictLocked(shard, entry, retired);
     return;
   }
   // Release: the list's contents are visible to publishers that load it.
@@ -236,22 +254,21 @@ void Registry::ReplaceListLocked(Shard& shard, TopicEntry* entry,
 absl::Status Registry::InsertTargetLocked(const Target& t, Retired* retired) {
   const std::string& pattern = t.pattern();
   if (!HasWildcard(pattern)) {
-    Shard& shard = *shards_[ShardOf(pattern)];
+    const uint64_t hash = HashTopic(pattern);
+    Shard& shard = *shards_[ShardOf(hash)];
     absl::MutexLock lock(&shard.mu);
-    TopicEntry* entry;
-    if (auto it = shard.entries.find(pattern); it != shard.entries.end()) {
-      entry = it->second;
-    } else {
+    TopicEntry* entry = shard.index.Find(hash, pattern);
+    if (entry == nullptr) {
       if (topic_count_.load(std::memory_order_relaxed) >= max_topics_) {
         return absl::ResourceExhaustedError(
             absl::StrCat("topic \"", pattern, "\": the broker already holds ",
                          max_topics_, " topics (max_topics)"));
       }
       topic_count_.fetch_add(1, std::memory_order_relaxed);
-      entry = new TopicEntry(pattern);
+      entry = new TopicEntry(pattern, hash);
       entry->list.store(ComputeLocked(pattern).release(),
                         std::memory_order_release);
-      shard.entries.emplace(entry->name, entry);
+      shard.index.Insert(entry);
     }
     exact_[pattern].push_back(t);
     ReplaceListLocked(shard, entry, ComputeLocked(pattern), retired);
@@ -262,8 +279,11 @@ absl::Status Registry::InsertTargetLocked(const Target& t, Retired* retired) {
   wildcard_count_.fetch_add(1, std::memory_order_release);
   for (auto& shard : shards_) {
     absl::MutexLock lock(&shard->mu);
-    for (auto& [name, entry] : shard->entries) {
-      if (!PatternMatches(pattern, name)) continue;
+    std::vector<TopicEntry*> matching;
+    shard->index.ForEach([&](TopicEntry* entry) {
+      if (PatternMatches(pattern, entry->name)) matching.push_back(entry);
+    });
+    for (TopicEntry* entry : matching) {
       const MatchList* old = entry->list.load(std::memory_order_relaxed);
       auto next = old != nullptr ? std::make_unique<MatchList>(*old)
                                  : std::make_unique<MatchList>();
@@ -299,10 +319,10 @@ void Registry::RemoveTargetLocked(const Target& t, Retired* retired) {
                     targets.end());
       if (targets.empty()) exact_.erase(it);
     }
-    Shard& shard = *shards_[ShardOf(pattern)];
+    const uint64_t hash = HashTopic(pattern);
+    Shard& shard = *shards_[ShardOf(hash)];
     absl::MutexLock lock(&shard.mu);
-    if (auto e = shard.entries.find(pattern); e != shard.entries.end()) {
-      TopicEntry* entry = e->second;
+    if (TopicEntry* entry = shard.index.Find(hash, pattern); entry != nullptr) {
       ReplaceListLocked(shard, entry,
                         without(entry->list.load(std::memory_order_relaxed)),
                         retired);
@@ -315,9 +335,9 @@ void Registry::RemoveTargetLocked(const Target& t, Retired* retired) {
   for (auto& shard : shards_) {
     absl::MutexLock lock(&shard->mu);
     std::vector<TopicEntry*> matching;
-    for (auto& [name, entry] : shard->entries) {
-      if (PatternMatches(pattern, name)) matching.push_back(entry);
-    }
+    shard->index.ForEach([&](TopicEntry* entry) {
+      if (PatternMatches(pattern, entry->name)) matching.push_back(entry);
+    });
     for (TopicEntry* entry : matching) {
       ReplaceListLocked(*shard, entry,
                         without(entry->list.load(std::memory_order_relaxed)),
@@ -349,6 +369,7 @@ absl::Status Registry::Add(SubscriptionState* s) {
     }
   }
   SynchronizeAll();
+  Reclaim(retired);
   return status;
 }
 
@@ -375,6 +396,7 @@ void Registry::Remove(SubscriptionState* s) {
   // After this, no publisher holds a list (or member list) naming `s`, and
   // the counters of a removed group are final.
   SynchronizeAll();
+  Reclaim(retired);
   for (const auto& group : retired.groups) {
     // Relaxed: statistics.
     closed_groups_matched_.fetch_add(group->matched(),
@@ -387,11 +409,12 @@ void Registry::Remove(SubscriptionState* s) {
 
 absl::StatusOr<TopicEntry*> Registry::AcquireTopic(absl::string_view topic) {
   absl::ReaderMutexLock writers(&writers_mu_);
-  Shard& shard = *shards_[ShardOf(topic)];
+  const uint64_t hash = HashTopic(topic);
+  Shard& shard = *shards_[ShardOf(hash)];
   absl::MutexLock lock(&shard.mu);
-  if (auto it = shard.entries.find(topic); it != shard.entries.end()) {
-    ++it->second->handles;
-    return it->second;
+  if (TopicEntry* entry = shard.index.Find(hash, topic); entry != nullptr) {
+    ++entry->handles;
+    return entry;
   }
   if (topic_count_.load(std::memory_order_relaxed) >= max_topics_) {
     return absl::ResourceExhaustedError(
@@ -399,16 +422,16 @@ absl::StatusOr<TopicEntry*> Registry::AcquireTopic(absl::string_view topic) {
                      max_topics_, " topics (max_topics)"));
   }
   topic_count_.fetch_add(1, std::memory_order_relaxed);
-  auto* entry = new TopicEntry(std::string(topic));
+  auto* entry = new TopicEntry(std::string(topic), hash);
   entry->list.store(ComputeLocked(topic).release(), std::memory_order_release);
   entry->handles = 1;
-  shard.entries.emplace(entry->name, entry);
+  shard.index.Insert(entry);
   return entry;
 }
 
 void Registry::ReleaseTopic(TopicEntry* entry) {
   Retired retired;
-  const size_t shard_index = ShardOf(entry->name);
+  const size_t shard_index = ShardOf(entry->hash);
   {
     absl::ReaderMutexLock writers(&writers_mu_);
     Shard& shard = *shards_[shard_index];
@@ -419,30 +442,43 @@ void Registry::ReleaseTopic(TopicEntry* entry) {
     if (list != nullptr && !list->empty()) return;
     entry->list.store(nullptr, std::memory_order_release);
     if (list != nullptr) retired.lists.emplace_back(list);
-    shard.entries.erase(entry->name);
-    topic_count_.fetch_sub(1, std::memory_order_relaxed);
-    retired.entries.emplace_back(entry);
+    EvictLocked(shard, entry, &retired);
   }
   Synchronize(*shards_[shard_index]);
+  Reclaim(retired);
 }
 
 void Registry::FillStats(v1::BrokerStats* out) const {
   uint64_t published = 0;
   uint64_t unmatched = 0;
   for (const auto& shard : shards_) {
-    // Relaxed: statistics.
+    // Relaxed: statistics. Under the shard's mutex, so that an entry's
+    // counts are in the sum exactly once (evictions fold them into the
+    // shard's counters under it).
+    absl::MutexLock lock(&shard->mu);
     published += shard->published.load(std::memory_order_relaxed);
     unmatched += shard->published_unmatched.load(std::memory_order_relaxed);
-    absl::MutexLock lock(&shard->mu);
-    for (const auto& [name, entry] : shard->entries) {
+    std::vector<const TopicEntry*> entries;
+    shard->index.ForEach([&](const TopicEntry* e) { entries.push_back(e); });
+    for (const TopicEntry* entry : entries) {
+      const uint64_t entry_published =
+          entry->published.value.load(std::memory_order_relaxed);
+      published += entry_published;
+      unmatched += entry->unmatched.load(std::memory_order_relaxed);
       v1::TopicStats* t = out->add_topic_entries();
-      t->set_name(name);
-      t->set_published(entry->published.value.load(std::memory_order_relaxed));
+      t->set_name(entry->name);
+      t->set_published(entry_published);
       const MatchList* list = entry->list.load(std::memory_order_acquire);
       t->set_subscriptions(list != nullptr ? list->size() : 0);
       t->set_handles(entry->handles);
     }
   }
+  // By name: the order of shards and slots follows a per-process hash seed.
+  std::sort(out->mutable_topic_entries()->begin(),
+            out->mutable_topic_entries()->end(),
+            [](const v1::TopicStats& a, const v1::TopicStats& b) {
+              return a.name() < b.name();
+            });
   out->set_published(published);
   out->set_published_unmatched(unmatched);
   out->set_topics(topic_count_.load(std::memory_order_relaxed));

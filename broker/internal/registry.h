@@ -32,6 +32,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/internal/subscription_state.h"
+#include "broker/internal/topic_index.h"
 #include "schemas/stats.pb.h"
 
 namespace herald::internal {
@@ -93,14 +94,24 @@ struct MatchList {
 
 // One topic with a subscription (or a cached wildcard match) or a handle.
 struct TopicEntry {
-  explicit TopicEntry(std::string n) : name(std::move(n)) {}
+  TopicEntry(std::string n, uint64_t h) : name(std::move(n)), hash(h) {}
   ~TopicEntry() { delete list.load(std::memory_order_relaxed); }
 
   const std::string name;
+  const uint64_t hash;  // Registry::HashTopic(name)
   std::atomic<const MatchList*> list{nullptr};
-  PaddedCounter published;
+  // Publishes that found the list empty (a handle's topic with no
+  // subscriber). Relaxed: statistics.
+  std::atomic<uint64_t> unmatched{0};
   // Live TopicHandles; guarded by the shard's mutex.
   uint64_t handles = 0;
+  // What the shard's counters already hold of `published` and `unmatched`
+  // (set when the entry is evicted); guarded by the shard's mutex.
+  uint64_t folded_published = 0;
+  uint64_t folded_unmatched = 0;
+  // Every publish to the topic. On its own cache line: the one counter each
+  // publish writes.
+  PaddedCounter published;
 };
 
 class Registry {
@@ -111,22 +122,46 @@ class Registry {
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
-  size_t ShardOf(absl::string_view topic) const;
+  // One hash per publish: it picks the shard (high bits) and the slot in
+  // the shard's index (low bits).
+  static uint64_t HashTopic(absl::string_view topic);
+  size_t ShardOf(uint64_t hash) const {
+    // The high 32 bits scaled to [0, shards) by a multiply, not a division
+    // (Lemire's "fastrange").
+    return static_cast<size_t>(((hash >> 32) * shards_.size()) >> 32);
+  }
 
-  // Publisher side: Pin() before Lookup()/using an entry's list, Unpin() after
-  // the last use of anything read through them.
+  // Publisher side: Pin() before Find()/Lookup()/using an entry's list,
+  // Unpin() after the last use of anything read through them.
   uint32_t Pin(size_t shard);
   void Unpin(size_t shard, uint32_t pin);
 
-  // REQUIRES: pinned in ShardOf(topic). Returns the topic's targets, or null
-  // if nothing matches. `*entry` is set when the topic has an entry (its list
-  // is returned); when the list could not be cached (max_topics), it is
-  // returned in `*uncached` and freed by the caller after use.
-  const MatchList* Lookup(size_t shard, absl::string_view topic,
-                          TopicEntry** entry,
-                          std::unique_ptr<MatchList>* uncached);
-  // Counts one accepted publish in `shard` (and whether it matched).
-  void CountPublish(size_t shard, bool matched);
+  // REQUIRES: pinned in `shard` == ShardOf(hash). The topic's entry, or
+  // null; lock-free.
+  TopicEntry* Find(size_t shard, uint64_t hash, absl::string_view topic) const {
+    return shards_[shard]->index.Find(hash, topic);
+  }
+  // REQUIRES: pinned in `shard`; Find() returned null; `topic` is valid.
+  // Returns the topic's targets, or null if nothing matches: only wildcard
+  // subscriptions can. The list is cached in a new entry, set in `*entry`;
+  // past max_topics it is returned in `*uncached` instead, for the caller to
+  // free after use.
+  const MatchList* LookupMiss(size_t shard, uint64_t hash,
+                              absl::string_view topic, TopicEntry** entry,
+                              std::unique_ptr<MatchList>* uncached);
+  // Counts one accepted publish (in `entry`, or in `shard` when null) and
+  // whether it matched.
+  void CountPublish(size_t shard, TopicEntry* entry, bool matched) {
+    // Relaxed: statistics.
+    if (entry != nullptr) {
+      entry->published.value.fetch_add(1, std::memory_order_relaxed);
+      if (!matched) entry->unmatched.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    Shard& s = *shards_[shard];
+    s.published.fetch_add(1, std::memory_order_relaxed);
+    if (!matched) s.published_unmatched.fetch_add(1, std::memory_order_relaxed);
+  }
 
   // Writer side. They may wait for a grace period: never call while pinned.
   // Adds a subscription (or queue-group member). Returns kResourceExhausted
@@ -147,16 +182,20 @@ class Registry {
  private:
   struct Shard {
     absl::Mutex mu ABSL_ACQUIRED_AFTER(writers_mu_);
-    absl::flat_hash_map<std::string, TopicEntry*> entries ABSL_GUARDED_BY(mu);
+    // The shard's topic entries, which it owns. Written under `mu`; read
+    // lock-free by pinned publishers (Find()).
+    TopicIndex<TopicEntry> index;
     // Grace periods: publishers inside the shard, by parity of `gen`.
     alignas(kCacheLineSize) std::atomic<uint32_t> gen{0};
     std::atomic<uint64_t> readers[2] = {0, 0};
+    // Publishes without an entry, plus those of evicted entries.
     alignas(kCacheLineSize) std::atomic<uint64_t> published{0};
     std::atomic<uint64_t> published_unmatched{0};
     absl::Mutex grace_mu;
   };
 
-  // Objects unlinked by a writer, freed after a grace period.
+  // Objects unlinked by a writer, freed after a grace period (see
+  // Reclaim()).
   struct Retired {
     std::vector<std::unique_ptr<const MatchList>> lists;
     std::vector<std::unique_ptr<TopicEntry>> entries;
@@ -178,6 +217,13 @@ class Registry {
   };
 
   void Synchronize(Shard& shard);
+  // After a grace period: adds what evicted entries counted since their
+  // eviction to their shards' counters. The objects are freed with `r`.
+  void Reclaim(const Retired& r);
+  // Unlinks `entry` from `shard` into `retired`, folding its counters into
+  // the shard's.
+  void EvictLocked(Shard& shard, TopicEntry* entry, Retired* retired)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // The targets matching `topic`, from the master lists.
   std::unique_ptr<MatchList> ComputeLocked(absl::string_view topic) const
       ABSL_SHARED_LOCKS_REQUIRED(writers_mu_);

@@ -82,15 +82,15 @@ SubscriptionState::~SubscriptionState() {
 }
 
 PushOutcome SubscriptionState::Push(Message* m, bool may_block) {
-  // Relaxed: statistics; the accounting identity is read once quiescent.
-  matched_.value.fetch_add(1, std::memory_order_relaxed);
+  // Matched is not counted here: it is admitted + rejected (see Matched()),
+  // so a push that is taken writes no counter of its own.
   // Acquire: pairs with the release in MarkClosing()/End().
   if (closing_.load(std::memory_order_acquire)) {
-    CountDrop(DropReason::kClosed);
+    Reject(DropReason::kClosed);
     return {false, DropReason::kClosed, nullptr};
   }
   if (ended_.load(std::memory_order_acquire)) {
-    CountDrop(DropReason::kShutdown);
+    Reject(DropReason::kShutdown);
     return {false, DropReason::kShutdown, nullptr};
   }
   PushOutcome out;
@@ -98,7 +98,7 @@ PushOutcome SubscriptionState::Push(Message* m, bool may_block) {
     case OverflowPolicy::kDropNewest: {
       uint64_t position;
       if (!ring_->TryPush(m, &position)) {
-        CountDrop(DropReason::kQueueFull);
+        Reject(DropReason::kQueueFull);
         return {false, DropReason::kQueueFull, nullptr};
       }
       break;
@@ -139,7 +139,7 @@ PushOutcome SubscriptionState::Push(Message* m, bool may_block) {
                                     : ended_.load(std::memory_order_acquire)
                                         ? DropReason::kShutdown
                                         : DropReason::kBlockTimeout;
-          CountDrop(reason);
+          Reject(reason);
           return {false, reason, nullptr};
         }
       }
@@ -175,9 +175,7 @@ bool SubscriptionState::Offer(Message* m) {
       high_water_.store(size_, std::memory_order_relaxed);
     }
   }
-  // Relaxed: statistics. Counted once taken: a member's matched counts the
-  // messages given to it.
-  matched_.value.fetch_add(1, std::memory_order_relaxed);
+  // A member's matched counts the messages given to it: admitted ones.
   AfterPush();
   return true;
 }
@@ -226,19 +224,24 @@ bool SubscriptionState::HasMessageLocked() const {
   return size_ > 0;
 }
 
-bool SubscriptionState::PopLocked(Delivery* out) {
+bool SubscriptionState::PopLocked(Delivery* out, bool sample_depth) {
   Message* m;
   uint64_t sequence;
   if (ring_ != nullptr) {
     uint64_t position;
     if (!ring_->TryPop(&m, &position)) return false;
     sequence = position + 1;
-    // The depth just before this pop: the queue only shrinks by pops, so the
-    // deepest point since the previous pop is seen here.
-    const uint64_t depth = ring_->EnqueuedForConsumer() - position;
-    if (depth > high_water_.load(std::memory_order_relaxed)) {
-      // Relaxed: single writer (the consumer); a statistic.
-      high_water_.store(depth, std::memory_order_relaxed);
+    // The depth just before this pop. The queue only shrinks by pops, so the
+    // first pop of a receive call sees the deepest point since the previous
+    // call. Sampled once per call, not per pop: reading the producers'
+    // enqueue position on every pop would pull their cache line away from
+    // them on every push.
+    if (sample_depth) {
+      const uint64_t depth = ring_->Admitted() - position;
+      if (depth > high_water_.load(std::memory_order_relaxed)) {
+        // Relaxed: single writer (the consumer); a statistic.
+        high_water_.store(depth, std::memory_order_relaxed);
+      }
     }
   } else {
     absl::MutexLock lock(&queue_mu_);
@@ -278,8 +281,8 @@ bool SubscriptionState::WaitLocked(absl::Time deadline,
   return true;
 }
 
-absl::StatusOr<Delivery> SubscriptionState::Receive(absl::Time deadline,
-                                                    std::stop_token stop) {
+absl::StatusOr<Delivery> SubscriptionState::Receive(
+    absl::Time deadline, const std::stop_token& stop) {
   Delivery out;
   HERALD_RETURN_IF_ERROR(ReceiveInto(deadline, stop, [&](Delivery&& d) {
     out = std::move(d);
@@ -289,17 +292,25 @@ absl::StatusOr<Delivery> SubscriptionState::Receive(absl::Time deadline,
 }
 
 absl::StatusOr<std::vector<Delivery>> SubscriptionState::ReceiveBatch(
-    size_t max_messages, absl::Time deadline, std::stop_token stop) {
+    size_t max_messages, absl::Time deadline, const std::stop_token& stop) {
+  std::vector<Delivery> out;
+  HERALD_RETURN_IF_ERROR(ReceiveBatch(max_messages, deadline, &out, stop));
+  return out;
+}
+
+absl::Status SubscriptionState::ReceiveBatch(size_t max_messages,
+                                             absl::Time deadline,
+                                             std::vector<Delivery>* out,
+                                             const std::stop_token& stop) {
+  out->clear();
   if (max_messages == 0) {
     return absl::InvalidArgumentError("receive batch: max_messages is 0");
   }
-  std::vector<Delivery> out;
-  HERALD_RETURN_IF_ERROR(ReceiveInto(deadline, stop, [&](Delivery&& d) {
-    if (out.empty()) out.reserve(std::min<size_t>(max_messages, 64));
-    out.push_back(std::move(d));
-    return out.size() < max_messages;
-  }));
-  return out;
+  return ReceiveInto(deadline, stop, [&](Delivery&& d) {
+    if (out->capacity() == 0) out->reserve(std::min<size_t>(max_messages, 64));
+    out->push_back(std::move(d));
+    return out->size() < max_messages;
+  });
 }
 
 absl::Status SubscriptionState::ReceiveInto(
@@ -309,51 +320,65 @@ absl::Status SubscriptionState::ReceiveInto(
     return absl::FailedPreconditionError(absl::StrCat(
         "subscription ", id_, " delivers to a callback; it cannot Receive"));
   }
-  // Declared before the lock, so it is destroyed after the unlock: its
-  // destructor waits for a running StopWake, which takes consumer_mu_.
-  std::optional<std::stop_callback<StopWake>> on_stop;
-  if (stop.stop_possible()) {
-    on_stop.emplace(stop, StopWake{&consumer_mu_, &consumer_cv_, &wake_epoch_});
-  }
-  absl::MutexLock lock(&consumer_mu_);
-  // Withdraws this consumer's announcement on every way out. Relaxed: only
-  // publishers that might wake us read it, and a stale true costs one
-  // needless wake-up at most.
+  // Withdraws this consumer's announcement on every way out, if it made
+  // one: a call that finds messages writes nothing to the cache line every
+  // publisher reads. Relaxed: only publishers that might wake us read it,
+  // and a stale true costs one needless wake-up at most.
   struct Unpark {
     std::atomic<bool>* parked;
-    ~Unpark() { parked->store(false, std::memory_order_relaxed); }
+    bool announced = false;
+    ~Unpark() {
+      if (announced) parked->store(false, std::memory_order_relaxed);
+    }
   } unpark{&parked_};
+  // Registered only before the first wait, outside consumer_mu_ (its
+  // destructor waits for a running StopWake, which takes consumer_mu_, and
+  // its constructor runs StopWake at once if stop was already requested): a
+  // call that finds messages queued does not touch the stop state at all.
+  std::optional<std::stop_callback<StopWake>> on_stop;
   const bool infinite = deadline == absl::InfiniteFuture();
-  bool announced = false;
   while (true) {
-    Delivery d;
-    if (!frozen_ && PopLocked(&d)) {
-      while (sink(std::move(d)) && PopLocked(&d)) {
+    {
+      absl::MutexLock lock(&consumer_mu_);
+      bool announced = false;
+      while (true) {
+        Delivery d;
+        if (!frozen_ && PopLocked(&d, /*sample_depth=*/true)) {
+          while (sink(std::move(d)) && PopLocked(&d, /*sample_depth=*/false)) {
+          }
+          return absl::OkStatus();
+        }
+        if (frozen_) return EndedStatusLocked();
+        if (closing_.load(std::memory_order_acquire)) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "subscription ", id_, " to \"", pattern_, "\" is closing"));
+        }
+        if (stop.stop_requested()) {
+          return absl::CancelledError("receive: stop requested");
+        }
+        if (!infinite && absl::Now() >= deadline) {
+          return absl::DeadlineExceededError(
+              "receive: no message before the deadline");
+        }
+        if (!announced) {
+          // Seq_cst: announce before the re-check of the queue (event
+          // count).
+          parked_.store(true, std::memory_order_seq_cst);
+          announced = true;
+          unpark.announced = true;
+          continue;
+        }
+        // The first wait needs the stop callback: leave the lock to make it.
+        if (stop.stop_possible() && !on_stop.has_value()) break;
+        WaitLocked(deadline, stop);
+        // The publisher that woke us cleared parked_: announce again before
+        // the next wait.
+        announced = false;
       }
-      return absl::OkStatus();
     }
-    if (frozen_) return EndedStatusLocked();
-    if (closing_.load(std::memory_order_acquire)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "subscription ", id_, " to \"", pattern_, "\" is closing"));
-    }
-    if (stop.stop_requested()) {
-      return absl::CancelledError("receive: stop requested");
-    }
-    if (!infinite && absl::Now() >= deadline) {
-      return absl::DeadlineExceededError(
-          "receive: no message before the deadline");
-    }
-    if (!announced) {
-      // Seq_cst: announce before the re-check of the queue (event count).
-      parked_.store(true, std::memory_order_seq_cst);
-      announced = true;
-      continue;
-    }
-    WaitLocked(deadline, stop);
-    // The publisher that woke us cleared parked_: announce again before the
-    // next wait.
-    announced = false;
+    // With consumer_mu_ released; then everything is checked again (a
+    // wake-up in between cleared parked_, so it is announced afresh).
+    on_stop.emplace(stop, StopWake{&consumer_mu_, &consumer_cv_, &wake_epoch_});
   }
 }
 
@@ -363,7 +388,7 @@ bool SubscriptionState::RunTurn() {
     {
       absl::MutexLock lock(&consumer_mu_);
       if (frozen_ || closing_.load(std::memory_order_acquire)) return false;
-      if (!PopLocked(&d)) break;
+      if (!PopLocked(&d, /*sample_depth=*/n == 0)) break;
       callback_running_ = true;
       callback_thread_ = std::this_thread::get_id();
     }
@@ -484,10 +509,24 @@ size_t SubscriptionState::Depth() const {
   return size_;
 }
 
+uint64_t SubscriptionState::Matched() const {
+  // Relaxed: statistics.
+  if (ring_ != nullptr) {
+    return ring_->Admitted() + rejected_.load(std::memory_order_relaxed);
+  }
+  // A kBlock publisher waiting for room has matched already; it stops
+  // waiting by being admitted or rejected under this mutex, so the sum is
+  // consistent.
+  absl::MutexLock lock(&queue_mu_);
+  return admitted_ + static_cast<uint64_t>(blocked_publishers_) +
+         rejected_.load(std::memory_order_relaxed);
+}
+
 SubscriptionTotals SubscriptionState::Totals() const {
   SubscriptionTotals t;
   // Relaxed throughout: a statistics snapshot (see the class comment).
-  t.matched = matched_.value.load(std::memory_order_relaxed);
+  // Matched is read last, so that it runs ahead of the other terms, not
+  // behind them.
   t.delivered = delivered_.load(std::memory_order_relaxed);
   for (size_t i = 0; i < kDropReasonCount; ++i) {
     t.dropped_by_reason[i] = dropped_[i].load(std::memory_order_relaxed);
@@ -496,6 +535,7 @@ SubscriptionTotals SubscriptionState::Totals() const {
   t.abandoned = abandoned_.load(std::memory_order_relaxed);
   t.high_water =
       std::max<uint64_t>(high_water_.load(std::memory_order_relaxed), t.queued);
+  t.matched = Matched();
   return t;
 }
 

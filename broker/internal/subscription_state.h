@@ -91,10 +91,14 @@ class SubscriptionState
   bool Offer(Message* m);
 
   // Consumer side (pull subscriptions).
-  absl::StatusOr<Delivery> Receive(absl::Time deadline, std::stop_token stop);
-  absl::StatusOr<std::vector<Delivery>> ReceiveBatch(size_t max_messages,
-                                                     absl::Time deadline,
-                                                     std::stop_token stop);
+  absl::StatusOr<Delivery> Receive(absl::Time deadline,
+                                   const std::stop_token& stop);
+  absl::StatusOr<std::vector<Delivery>> ReceiveBatch(
+      size_t max_messages, absl::Time deadline, const std::stop_token& stop);
+  // Replaces `*out`'s contents, keeping its capacity.
+  absl::Status ReceiveBatch(size_t max_messages, absl::Time deadline,
+                            std::vector<Delivery>* out,
+                            const std::stop_token& stop);
 
   // Callback subscriptions: delivers up to the batch limit on the calling
   // dispatcher thread. Returns true if it should be scheduled again.
@@ -135,7 +139,10 @@ class SubscriptionState
     uint64_t sequence;
   };
 
-  bool PopLocked(Delivery* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  // Takes the oldest message; with `sample_depth`, first records the queue's
+  // depth in the high-water mark (once per receive call: see the .cc).
+  bool PopLocked(Delivery* out, bool sample_depth)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
   // Waits for at least one message (see Receive()), then hands messages to
   // `sink` while it returns true and messages are ready.
   absl::Status ReceiveInto(absl::Time deadline, const std::stop_token& stop,
@@ -148,6 +155,16 @@ class SubscriptionState
     dropped_[static_cast<size_t>(reason)].fetch_add(1,
                                                     std::memory_order_relaxed);
   }
+  // A push that is not admitted: counted as matched and as dropped.
+  void Reject(DropReason reason) {
+    CountDrop(reason);
+    // Relaxed: statistics.
+    rejected_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Messages admitted to the queue plus pushes rejected: every push (or, for
+  // a queue-group member, every message given to it), counted without a
+  // write of its own on the push that is taken.
+  uint64_t Matched() const;
   uint64_t DroppedTotal() const;
   // Empties the queue, returning how many messages it held.
   uint64_t DiscardLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
@@ -183,7 +200,7 @@ class SubscriptionState
   int blocked_publishers_ ABSL_GUARDED_BY(queue_mu_) = 0;
 
   // Written by publishers.
-  PaddedCounter matched_;
+  alignas(kCacheLineSize) std::atomic<uint64_t> rejected_{0};
   std::array<std::atomic<uint64_t>, kDropReasonCount> dropped_{};
   std::atomic<bool> closing_{false};
   std::atomic<bool> ended_{false};

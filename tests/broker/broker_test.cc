@@ -374,6 +374,61 @@ TEST(BrokerTest, IdleTopicEntriesAreEvicted) {
   EXPECT_EQ(broker->Stats().topics(), 0u);
 }
 
+TEST(BrokerTest, PublishCountsSurviveTheEvictionOfTheirTopicEntry) {
+  auto broker = MakeBroker();
+  {
+    auto sub = broker->Subscribe("kept.count");
+    ASSERT_THAT(sub, IsOk());
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_THAT(broker->Publish("kept.count", "x"), IsOk());
+    }
+    auto handle = broker->Topic("idle.handle");
+    ASSERT_THAT(handle, IsOk());
+    ASSERT_THAT(handle->Publish("nobody"), IsOk());  // Unmatched, via entry.
+    const v1::BrokerStats stats = broker->Stats();
+    EXPECT_EQ(stats.published(), 6u);
+    EXPECT_EQ(stats.published_unmatched(), 1u);
+    ASSERT_EQ(stats.topic_entries_size(), 2);
+    EXPECT_EQ(stats.topic_entries(0).name(), "idle.handle");
+    EXPECT_EQ(stats.topic_entries(0).published(), 1u);
+    EXPECT_EQ(stats.topic_entries(1).name(), "kept.count");
+    EXPECT_EQ(stats.topic_entries(1).published(), 5u);
+  }
+  // Both entries are evicted; their counts stay in the broker's totals.
+  ASSERT_THAT(broker->Publish("no.entry", "x"), IsOk());
+  const v1::BrokerStats stats = broker->Stats();
+  EXPECT_EQ(stats.topics(), 0u);
+  EXPECT_EQ(stats.published(), 7u);
+  EXPECT_EQ(stats.published_unmatched(), 2u);
+}
+
+TEST(BrokerTest, ThousandsOfTopicsAreEachFoundAgain) {
+  constexpr int kTopics = 3000;
+  auto broker = MakeBroker();
+  std::vector<Subscription> subs;
+  for (int i = 0; i < kTopics; ++i) {
+    auto sub = broker->Subscribe(absl::StrCat("many.t", i));
+    ASSERT_THAT(sub, IsOk());
+    subs.push_back(std::move(*sub));
+  }
+  for (int i = 0; i < kTopics; i += 7) {
+    auto r = broker->Publish(absl::StrCat("many.t", i), "x");
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->matched, 1u) << i;
+    auto d = subs[i].TryReceive();
+    ASSERT_THAT(d, IsOk()) << i;
+    EXPECT_EQ(d->topic(), absl::StrCat("many.t", i));
+  }
+  // Closing every other one leaves the rest reachable.
+  for (int i = 0; i < kTopics; i += 2) ASSERT_THAT(subs[i].Close(), IsOk());
+  EXPECT_EQ(broker->Stats().topics(), static_cast<uint64_t>(kTopics / 2));
+  for (int i = 0; i < kTopics; i += 5) {
+    auto r = broker->Publish(absl::StrCat("many.t", i), "x");
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->matched, i % 2 == 0 ? 0u : 1u) << i;
+  }
+}
+
 TEST(BrokerTest, MaxTopicsBoundsEntriesButNotPublishing) {
   BrokerOptions options;
   options.max_topics = 2;

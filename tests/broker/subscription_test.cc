@@ -440,6 +440,57 @@ TEST(SubscriptionTest, ReceiveBatchReturnsUpToMaxInOrder) {
   EXPECT_EQ(rest->size(), 2u);
 }
 
+TEST(SubscriptionTest, ReceiveBatchIntoAVectorReplacesItsContents) {
+  auto broker = MakeBroker();
+  auto sub = broker->Subscribe("t");
+  ASSERT_THAT(sub, IsOk());
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_THAT(broker->Publish("t", std::to_string(i)), IsOk());
+  }
+  std::vector<Delivery> batch;
+  ASSERT_THAT(sub->ReceiveBatch(3, absl::Now(), &batch), IsOk());
+  ASSERT_EQ(batch.size(), 3u);
+  EXPECT_EQ(batch[0].payload(), "0");
+  EXPECT_EQ(batch[2].payload(), "2");
+  const size_t capacity = batch.capacity();
+  ASSERT_THAT(sub->ReceiveBatch(10, absl::Now(), &batch), IsOk());
+  ASSERT_EQ(batch.size(), 2u);  // Replaced, not appended.
+  EXPECT_EQ(batch[0].payload(), "3");
+  EXPECT_EQ(batch[0].sequence(), 4u);
+  EXPECT_GE(batch.capacity(), capacity);  // Kept for reuse.
+  // An error leaves it empty.
+  EXPECT_THAT(sub->ReceiveBatch(10, absl::Now(), &batch),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_TRUE(batch.empty());
+  EXPECT_THAT(sub->ReceiveBatch(0, absl::Now(), &batch),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(SubscriptionTest, ReceiveBatchIntoAVectorWaitsAndIsCancelled) {
+  auto broker = MakeBroker();
+  auto sub = broker->Subscribe("t");
+  ASSERT_THAT(sub, IsOk());
+  std::stop_source stop;
+  std::vector<Delivery> batch;
+  // A publish from another thread ends the wait (with a stop token that is
+  // never triggered).
+  std::thread publisher(
+      [&] { ASSERT_THAT(broker->Publish("t", "woken"), IsOk()); });
+  ASSERT_THAT(sub->ReceiveBatch(8, absl::Now() + absl::Seconds(30), &batch,
+                                stop.get_token()),
+              IsOk());
+  publisher.join();
+  ASSERT_EQ(batch.size(), 1u);
+  EXPECT_EQ(batch[0].payload(), "woken");
+  // Then cancelled, while waiting or before.
+  std::thread canceller([&] { stop.request_stop(); });
+  EXPECT_THAT(
+      sub->ReceiveBatch(8, absl::InfiniteFuture(), &batch, stop.get_token()),
+      StatusIs(absl::StatusCode::kCancelled));
+  canceller.join();
+  EXPECT_TRUE(batch.empty());
+}
+
 TEST(SubscriptionTest, DeliveryOutlivesItsSubscriptionAndBroker) {
   Delivery kept;
   {
