@@ -45,8 +45,9 @@ enum class PublishDrop {
                         // Close()'s deadline passed.
   kBrokerRefused = 2,   // The broker refused it (an Error for its entry;
                         // ClientOptions::on_error is told).
-  kLost = 3,            // Sent in a batch that was never acknowledged
-                        // before the broker restarted (a new epoch).
+  kLost = 3,            // Sent in a batch that never reached the broker:
+                        // unacknowledged when the broker restarted (a new
+                        // epoch), or when a later batch was acknowledged.
 };
 inline constexpr size_t kPublishDropCount = 4;
 

@@ -1046,12 +1046,22 @@ void RemoteCore::OnAck(const v1::Envelope& env) {
   const v1::Ack& ack = env.ack();
   switch (request.kind) {
     case Request::Kind::kBatch: {
+      // Cumulative, but every batch asks its own Ack and a session's
+      // batches reach the server in order: one sent before the acknowledged
+      // batch and still unacknowledged never arrived (ZeroMQ dropped it with
+      // a broken connection). Lost, not processed.
       absl::MutexLock lock(&mu_);
       while (!unacked_.empty() &&
              unacked_.front().sequence <= ack.acked_batch_sequence()) {
         const SentBatch& b = unacked_.front();
-        ++stats_.batches_acked;
-        stats_.publish_acked += b.messages - b.refused;
+        if (b.sequence == ack.acked_batch_sequence()) {
+          ++stats_.batches_acked;
+          stats_.publish_acked += b.messages - b.refused;
+        } else {
+          ++stats_.batches_lost;
+          stats_.publish_dropped_by_reason[static_cast<size_t>(
+              PublishDrop::kLost)] += b.messages - b.refused;
+        }
         stats_.publish_in_flight -= b.messages;
         requests_.erase(b.request_id);
         unacked_.pop_front();

@@ -4,7 +4,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,12 +18,15 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "broker/broker.h"
+#include "broker/net/framing.h"
 #include "broker/net/server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sdk/client.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/wait_for.h"
+#include "zmq.hpp"
+#include "zmq_addon.hpp"
 
 namespace herald {
 namespace {
@@ -321,6 +327,93 @@ TEST(RemoteClientTest, BrokerRefusalsReachTheErrorCallbackAndCounters) {
   EXPECT_EQ(errors[0].code(), absl::StatusCode::kFailedPrecondition);
   client->reset();
   broker.Stop();
+}
+
+// A scripted broker on a raw ROUTER: it welcomes the client, takes three
+// publish batches, and acknowledges only the third, as if ZeroMQ had lost
+// the first two with a broken connection. The cumulative Ack must not count
+// them as processed.
+TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
+  zmq::context_t context;
+  zmq::socket_t router(context, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+
+  absl::Mutex mu;
+  int batches_seen = 0;  // Guarded by mu.
+  std::atomic<bool> done{false};
+  std::thread broker([&] {
+    auto reply = [&](const std::string& id, const v1::Envelope& env) {
+      router.send(zmq::buffer(id), zmq::send_flags::sndmore);
+      router.send(zmq::buffer(net::MagicFrame()), zmq::send_flags::sndmore);
+      router.send(zmq::buffer(env.SerializeAsString()));
+    };
+    while (!done.load()) {
+      zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      if ((item.revents & ZMQ_POLLIN) == 0) continue;
+      std::vector<zmq::message_t> frames;
+      (void)zmq::recv_multipart(router, std::back_inserter(frames));
+      if (frames.size() < 3) continue;
+      v1::Envelope in;
+      if (!in.ParseFromArray(frames[2].data(), frames[2].size())) continue;
+      const std::string id = frames[0].to_string();
+      if (in.has_hello()) {
+        v1::Envelope welcome;
+        welcome.set_request_id(in.request_id());
+        v1::Welcome* w = welcome.mutable_welcome();
+        w->set_broker_epoch(1);
+        w->set_max_message_bytes(1 << 20);
+        w->set_max_subscriptions(16);
+        w->set_max_batch_messages(64);
+        w->set_max_credit(1024);
+        reply(id, welcome);
+      } else if (in.has_publish()) {
+        int seen;
+        {
+          absl::MutexLock lock(&mu);
+          seen = ++batches_seen;
+        }
+        if (seen == 3) {
+          v1::Envelope ack;
+          ack.set_request_id(in.request_id());
+          ack.mutable_ack()->set_acked_batch_sequence(
+              in.publish().batch_sequence());
+          reply(id, ack);
+        }
+      }
+    }
+  });
+
+  ClientOptions options;
+  options.max_unacked_batches = 3;
+  options.linger = absl::ZeroDuration();
+  auto client = Client::Connect(endpoint, options);
+  ASSERT_THAT(client, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  for (int i = 1; i <= 3; ++i) {
+    // One message per batch: the next is published once this one is sent.
+    ASSERT_THAT(publisher->Publish("t", absl::StrCat("m", i)), IsOk());
+    ASSERT_TRUE(WaitFor([&] {
+      absl::MutexLock lock(&mu);
+      return batches_seen == i;
+    }));
+  }
+  ASSERT_TRUE(WaitFor([&] { return (*client)->Stats().batches_lost == 2; }));
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.batches_sent, 3u);
+  EXPECT_EQ(stats.batches_acked, 1u);
+  EXPECT_EQ(stats.publish_acked, 1u);
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 2u);
+  EXPECT_EQ(stats.publish_in_flight, 0u);
+  EXPECT_EQ(stats.published, stats.publish_acked + stats.publish_buffered +
+                                 stats.publish_in_flight +
+                                 stats.publish_dropped());
+  client->reset();
+  done.store(true);
+  broker.join();
 }
 
 }  // namespace
