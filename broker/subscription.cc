@@ -67,16 +67,22 @@ absl::StatusOr<Delivery> Subscription::TryReceive() {
 
 absl::StatusOr<std::vector<Delivery>> Subscription::ReceiveBatch(
     size_t max_messages, absl::Time deadline, const std::stop_token& stop) {
-  if (absl::Status s = CheckOpen(); !s.ok()) return s;
-  return state_->ReceiveBatch(max_messages, deadline, stop);
+  std::vector<Delivery> out;
+  if (absl::Status s = ReceiveBatch(max_messages, deadline, &out, stop);
+      !s.ok()) {
+    return s;
+  }
+  return out;
 }
 
 absl::Status Subscription::ReceiveBatch(size_t max_messages,
                                         absl::Time deadline,
                                         std::vector<Delivery>* out,
                                         const std::stop_token& stop) {
-  out->clear();
-  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  if (absl::Status s = CheckOpen(); !s.ok()) {
+    out->clear();
+    return s;
+  }
   return state_->ReceiveBatch(max_messages, deadline, out, stop);
 }
 

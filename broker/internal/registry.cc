@@ -223,18 +223,44 @@ const MatchList* Registry::LookupMiss(size_t shard_index, uint64_t hash,
     // Acquire: pairs with the release store in ReplaceListLocked().
     return e->list.load(std::memory_order_acquire);
   }
-  // Relaxed: entries are created under writers_mu_ (shared) and a shard
-  // mutex; the bound may be passed by at most one entry per shard in a race.
-  if (topic_count_.load(std::memory_order_relaxed) >= max_topics_) {
+  if (AtMaxTopics()) {
     *uncached = std::move(list);
     return uncached->get();
   }
+  *entry = NewEntryLocked(shard, topic, hash, std::move(list));
+  return (*entry)->list.load(std::memory_order_relaxed);
+}
+
+bool Registry::AtMaxTopics() const {
+  // Relaxed: entries are created under writers_mu_ (shared) and a shard
+  // mutex; the bound may be passed by at most one entry per shard in a race.
+  return topic_count_.load(std::memory_order_relaxed) >= max_topics_;
+}
+
+absl::Status Registry::MaxTopicsError(absl::string_view topic) const {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("topic \"", topic, "\": the broker already holds ",
+                   max_topics_, " topics (max_topics)"));
+}
+
+TopicEntry* Registry::NewEntryLocked(Shard& shard, absl::string_view topic,
+                                     uint64_t hash,
+                                     std::unique_ptr<MatchList> list) {
   topic_count_.fetch_add(1, std::memory_order_relaxed);
-  auto* created = new TopicEntry(std::string(topic), hash);
-  created->list.store(list.release(), std::memory_order_release);
-  shard.index.Insert(created);
-  *entry = created;
-  return created->list.load(std::memory_order_relaxed);
+  auto* entry = new TopicEntry(std::string(topic), hash);
+  // Release: the list's contents are visible to publishers that load it.
+  entry->list.store(list.release(), std::memory_order_release);
+  shard.index.Insert(entry);
+  return entry;
+}
+
+std::vector<TopicEntry*> Registry::MatchingLocked(
+    const Shard& shard, absl::string_view pattern) const {
+  std::vector<TopicEntry*> matching;
+  shard.index.ForEach([&](TopicEntry* entry) {
+    if (PatternMatches(pattern, entry->name)) matching.push_back(entry);
+  });
+  return matching;
 }
 
 void Registry::ReplaceListLocked(Shard& shard, TopicEntry* entry,
@@ -258,32 +284,21 @@ absl::Status Registry::InsertTargetLocked(const Target& t, Retired* retired) {
     Shard& shard = *shards_[ShardOf(hash)];
     absl::MutexLock lock(&shard.mu);
     TopicEntry* entry = shard.index.Find(hash, pattern);
-    if (entry == nullptr) {
-      if (topic_count_.load(std::memory_order_relaxed) >= max_topics_) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("topic \"", pattern, "\": the broker already holds ",
-                         max_topics_, " topics (max_topics)"));
-      }
-      topic_count_.fetch_add(1, std::memory_order_relaxed);
-      entry = new TopicEntry(pattern, hash);
-      entry->list.store(ComputeLocked(pattern).release(),
-                        std::memory_order_release);
-      shard.index.Insert(entry);
-    }
+    if (entry == nullptr && AtMaxTopics()) return MaxTopicsError(pattern);
     exact_[pattern].push_back(t);
-    ReplaceListLocked(shard, entry, ComputeLocked(pattern), retired);
+    if (entry == nullptr) {
+      NewEntryLocked(shard, pattern, hash, ComputeLocked(pattern));
+    } else {
+      ReplaceListLocked(shard, entry, ComputeLocked(pattern), retired);
+    }
     return absl::OkStatus();
   }
   wildcards_.push_back(t);
-  // Release: pairs with the acquire in Lookup().
+  // Release: pairs with the acquire in LookupMiss().
   wildcard_count_.fetch_add(1, std::memory_order_release);
   for (auto& shard : shards_) {
     absl::MutexLock lock(&shard->mu);
-    std::vector<TopicEntry*> matching;
-    shard->index.ForEach([&](TopicEntry* entry) {
-      if (PatternMatches(pattern, entry->name)) matching.push_back(entry);
-    });
-    for (TopicEntry* entry : matching) {
+    for (TopicEntry* entry : MatchingLocked(*shard, pattern)) {
       const MatchList* old = entry->list.load(std::memory_order_relaxed);
       auto next = old != nullptr ? std::make_unique<MatchList>(*old)
                                  : std::make_unique<MatchList>();
@@ -334,11 +349,7 @@ void Registry::RemoveTargetLocked(const Target& t, Retired* retired) {
   wildcard_count_.fetch_sub(1, std::memory_order_release);
   for (auto& shard : shards_) {
     absl::MutexLock lock(&shard->mu);
-    std::vector<TopicEntry*> matching;
-    shard->index.ForEach([&](TopicEntry* entry) {
-      if (PatternMatches(pattern, entry->name)) matching.push_back(entry);
-    });
-    for (TopicEntry* entry : matching) {
+    for (TopicEntry* entry : MatchingLocked(*shard, pattern)) {
       ReplaceListLocked(*shard, entry,
                         without(entry->list.load(std::memory_order_relaxed)),
                         retired);
@@ -416,16 +427,9 @@ absl::StatusOr<TopicEntry*> Registry::AcquireTopic(absl::string_view topic) {
     ++entry->handles;
     return entry;
   }
-  if (topic_count_.load(std::memory_order_relaxed) >= max_topics_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("topic \"", topic, "\": the broker already holds ",
-                     max_topics_, " topics (max_topics)"));
-  }
-  topic_count_.fetch_add(1, std::memory_order_relaxed);
-  auto* entry = new TopicEntry(std::string(topic), hash);
-  entry->list.store(ComputeLocked(topic).release(), std::memory_order_release);
+  if (AtMaxTopics()) return MaxTopicsError(topic);
+  TopicEntry* entry = NewEntryLocked(shard, topic, hash, ComputeLocked(topic));
   entry->handles = 1;
-  shard.index.Insert(entry);
   return entry;
 }
 
@@ -458,9 +462,7 @@ void Registry::FillStats(v1::BrokerStats* out) const {
     absl::MutexLock lock(&shard->mu);
     published += shard->published.load(std::memory_order_relaxed);
     unmatched += shard->published_unmatched.load(std::memory_order_relaxed);
-    std::vector<const TopicEntry*> entries;
-    shard->index.ForEach([&](const TopicEntry* e) { entries.push_back(e); });
-    for (const TopicEntry* entry : entries) {
+    shard->index.ForEach([&](const TopicEntry* entry) {
       const uint64_t entry_published =
           entry->published.value.load(std::memory_order_relaxed);
       published += entry_published;
@@ -471,7 +473,7 @@ void Registry::FillStats(v1::BrokerStats* out) const {
       const MatchList* list = entry->list.load(std::memory_order_acquire);
       t->set_subscriptions(list != nullptr ? list->size() : 0);
       t->set_handles(entry->handles);
-    }
+    });
   }
   // By name: the order of shards and slots follows a per-process hash seed.
   std::sort(out->mutable_topic_entries()->begin(),

@@ -131,7 +131,7 @@ class Registry {
     return static_cast<size_t>(((hash >> 32) * shards_.size()) >> 32);
   }
 
-  // Publisher side: Pin() before Find()/Lookup()/using an entry's list,
+  // Publisher side: Pin() before Find()/LookupMiss()/using an entry's list,
   // Unpin() after the last use of anything read through them.
   uint32_t Pin(size_t shard);
   void Unpin(size_t shard, uint32_t pin);
@@ -223,6 +223,18 @@ class Registry {
   // Unlinks `entry` from `shard` into `retired`, folding its counters into
   // the shard's.
   void EvictLocked(Shard& shard, TopicEntry* entry, Retired* retired)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // True when a new entry would pass max_topics.
+  bool AtMaxTopics() const;
+  absl::Status MaxTopicsError(absl::string_view topic) const;
+  // Makes `topic`'s entry with `list` and inserts it in `shard`.
+  TopicEntry* NewEntryLocked(Shard& shard, absl::string_view topic,
+                             uint64_t hash, std::unique_ptr<MatchList> list)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // The entries of `shard` that `pattern` matches; collected first, since
+  // replacing their lists may evict them from the index being walked.
+  std::vector<TopicEntry*> MatchingLocked(const Shard& shard,
+                                          absl::string_view pattern) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // The targets matching `topic`, from the master lists.
   std::unique_ptr<MatchList> ComputeLocked(absl::string_view topic) const

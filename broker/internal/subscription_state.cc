@@ -291,13 +291,6 @@ absl::StatusOr<Delivery> SubscriptionState::Receive(
   return out;
 }
 
-absl::StatusOr<std::vector<Delivery>> SubscriptionState::ReceiveBatch(
-    size_t max_messages, absl::Time deadline, const std::stop_token& stop) {
-  std::vector<Delivery> out;
-  HERALD_RETURN_IF_ERROR(ReceiveBatch(max_messages, deadline, &out, stop));
-  return out;
-}
-
 absl::Status SubscriptionState::ReceiveBatch(size_t max_messages,
                                              absl::Time deadline,
                                              std::vector<Delivery>* out,

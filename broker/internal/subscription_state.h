@@ -93,9 +93,7 @@ class SubscriptionState
   // Consumer side (pull subscriptions).
   absl::StatusOr<Delivery> Receive(absl::Time deadline,
                                    const std::stop_token& stop);
-  absl::StatusOr<std::vector<Delivery>> ReceiveBatch(
-      size_t max_messages, absl::Time deadline, const std::stop_token& stop);
-  // Replaces `*out`'s contents, keeping its capacity.
+  // Replaces `*out`'s contents (empty on an error), keeping its capacity.
   absl::Status ReceiveBatch(size_t max_messages, absl::Time deadline,
                             std::vector<Delivery>* out,
                             const std::stop_token& stop);

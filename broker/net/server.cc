@@ -229,6 +229,9 @@ class Server::Impl {
   // from it but not yet sent (XPUB_NODROP back-pressure).
   Subscription plain_feed_;
   std::deque<Delivery> plain_pending_;
+  // Deliveries popped from a core subscription in one receive call; reused
+  // by every call (I/O thread only), so a drain allocates no vector.
+  std::vector<Delivery> batch_;
 };
 
 absl::Status Server::Impl::Bind(std::string* sdk, std::string* pub,
@@ -896,10 +899,10 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
   while (budget > 0) {
     if (rs.credit == 0) return true;  // Waits for Credit; stays ready.
     const size_t want = std::min({rs.credit, kDeliverBatch, budget});
-    absl::StatusOr<std::vector<Delivery>> batch =
-        rs.subscription.ReceiveBatch(want, absl::InfinitePast());
-    if (!batch.ok()) {
-      if (batch.status().code() != absl::StatusCode::kDeadlineExceeded) {
+    if (absl::Status status =
+            rs.subscription.ReceiveBatch(want, absl::InfinitePast(), &batch_);
+        !status.ok()) {
+      if (status.code() != absl::StatusCode::kDeadlineExceeded) {
         return false;  // Ended (broker shutdown) or closed.
       }
       // Empty: re-arm, unless a message arrived meanwhile.
@@ -910,8 +913,8 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     v1::Envelope env;
     v1::Deliver* deliver = env.mutable_deliver();
     std::vector<zmq::message_t> payloads;
-    payloads.reserve(batch->size());
-    for (const Delivery& d : *batch) {
+    payloads.reserve(batch_.size());
+    for (const Delivery& d : batch_) {
       v1::DeliverEntry* e = deliver->add_entries();
       e->set_sid(rs.sid);
       e->set_sequence(d.sequence());
@@ -926,13 +929,17 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
           static_cast<uint64_t>(d.message()->publish_time_unix_ns()));
       payloads.push_back(PayloadFrame(d.message()));
     }
-    rs.credit -= batch->size();
-    budget -= batch->size();
+    // The payload frames hold their own references: the batch holds none
+    // past this point, and keeps its capacity.
+    const size_t n = batch_.size();
+    batch_.clear();
+    rs.credit -= n;
+    budget -= n;
     if (!Send(s.routing_id, env, &payloads)) {
       CloseSession(s.routing_id, false);
       return false;
     }
-    Bump(counters_.delivered, batch->size());
+    Bump(counters_.delivered, n);
   }
   return true;
 }
@@ -966,18 +973,19 @@ void Server::Impl::FeedPlainSubscribers() {
   while (budget > 0) {
     if (plain_pending_.empty()) {
       if (!ready_.contains(kPlainFeedKey)) return;
-      absl::StatusOr<std::vector<Delivery>> batch =
-          plain_feed_.ReceiveBatch(kDeliverBatch, absl::InfinitePast());
-      if (!batch.ok()) {
+      if (absl::Status status = plain_feed_.ReceiveBatch(
+              kDeliverBatch, absl::InfinitePast(), &batch_);
+          !status.ok()) {
         internal::SubscriptionState* state = internal::StateOf(plain_feed_);
-        if (batch.status().code() != absl::StatusCode::kDeadlineExceeded ||
+        if (status.code() != absl::StatusCode::kDeadlineExceeded ||
             state == nullptr || !state->Rearm()) {
           ready_.erase(kPlainFeedKey);
           return;
         }
         continue;
       }
-      for (Delivery& d : *batch) plain_pending_.push_back(std::move(d));
+      for (Delivery& d : batch_) plain_pending_.push_back(std::move(d));
+      batch_.clear();
     }
     // XPUB_NODROP: a full pipe makes the send fail with EAGAIN; the message
     // stays pending (head-of-line) and the core queue absorbs the rest.
