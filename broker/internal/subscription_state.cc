@@ -313,15 +313,17 @@ absl::Status SubscriptionState::ReceiveInto(
     return absl::FailedPreconditionError(absl::StrCat(
         "subscription ", id_, " delivers to a callback; it cannot Receive"));
   }
-  // Withdraws this consumer's announcement on every way out, if it made
-  // one: a call that finds messages writes nothing to the cache line every
-  // publisher reads. Relaxed: only publishers that might wake us read it,
-  // and a stale true costs one needless wake-up at most.
+  // Withdraws this consumer's announcement on every way out. Only a call
+  // that announced finds it set, so one that finds messages writes nothing
+  // to the cache line every publisher reads. Relaxed: only publishers that
+  // might wake us read it, and a stale true costs one needless wake-up at
+  // most.
   struct Unpark {
     std::atomic<bool>* parked;
-    bool announced = false;
     ~Unpark() {
-      if (announced) parked->store(false, std::memory_order_relaxed);
+      if (parked->load(std::memory_order_relaxed)) {
+        parked->store(false, std::memory_order_relaxed);
+      }
     }
   } unpark{&parked_};
   // Registered only before the first wait, outside consumer_mu_ (its
@@ -333,7 +335,6 @@ absl::Status SubscriptionState::ReceiveInto(
   while (true) {
     {
       absl::MutexLock lock(&consumer_mu_);
-      bool announced = false;
       while (true) {
         Delivery d;
         if (!frozen_ && PopLocked(&d, /*sample_depth=*/true)) {
@@ -353,24 +354,20 @@ absl::Status SubscriptionState::ReceiveInto(
           return absl::DeadlineExceededError(
               "receive: no message before the deadline");
         }
-        if (!announced) {
-          // Seq_cst: announce before the re-check of the queue (event
-          // count).
+        // Announce, then check the queue again before waiting (event count).
+        // The publisher that wakes us clears the flag, so it is announced
+        // afresh before each wait. Relaxed load: only this consumer sets it.
+        if (!parked_.load(std::memory_order_relaxed)) {
+          // Seq_cst: ordered before the re-check of the queue.
           parked_.store(true, std::memory_order_seq_cst);
-          announced = true;
-          unpark.announced = true;
           continue;
         }
         // The first wait needs the stop callback: leave the lock to make it.
         if (stop.stop_possible() && !on_stop.has_value()) break;
         WaitLocked(deadline, stop);
-        // The publisher that woke us cleared parked_: announce again before
-        // the next wait.
-        announced = false;
       }
     }
-    // With consumer_mu_ released; then everything is checked again (a
-    // wake-up in between cleared parked_, so it is announced afresh).
+    // With consumer_mu_ released; then everything is checked again.
     on_stop.emplace(stop, StopWake{&consumer_mu_, &consumer_cv_, &wake_epoch_});
   }
 }
