@@ -60,6 +60,21 @@ class Checks {
   int failed_ = 0;
 };
 
+// Prints the verdict and returns main()'s exit code: 1 if a check failed or
+// an error was seen, else 0. `detail` says what an OK run has shown.
+inline int Verdict(const Failures& failures, const Checks& checks,
+                   absl::string_view detail = "") {
+  const int errors = failures.count();
+  if (errors > 0 || checks.failed() > 0) {
+    absl::PrintF("\naccounting FAILED: %d of %d checks failed, %d errors\n",
+                 checks.failed(), checks.count(), errors);
+    return 1;
+  }
+  absl::PrintF("\naccounting OK: %d checks%s%s\n", checks.count(),
+               detail.empty() ? "" : "; ", detail);
+  return 0;
+}
+
 }  // namespace herald::examples
 
 #endif  // HERALD_EXAMPLES_COMMON_ACCOUNTING_H_

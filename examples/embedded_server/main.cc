@@ -57,6 +57,7 @@ namespace {
 
 using ::herald::examples::Checks;
 using ::herald::examples::Failures;
+using ::herald::examples::Verdict;
 
 // Polls `done` until it holds or `deadline` passes; returns whether it held.
 bool PollUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
@@ -334,15 +335,7 @@ int main(int argc, char** argv) {
   checks.Equal("messages on unexpected topics", app_bad + remote_bad, 0);
   // [END accounting]
 
-  const int errors = failures.count();
-  if (errors > 0 || checks.failed() > 0) {
-    absl::PrintF("\naccounting FAILED: %d of %d checks failed, %d errors\n",
-                 checks.failed(), checks.count(), errors);
-    return 1;
-  }
-  absl::PrintF(
-      "\naccounting OK: %d checks; both sides received what the other "
-      "published, or counted it dropped\n",
-      checks.count());
-  return 0;
+  return Verdict(
+      failures, checks,
+      "both sides received what the other published, or counted it dropped");
 }

@@ -47,6 +47,7 @@ namespace {
 
 using ::herald::examples::Checks;
 using ::herald::examples::Failures;
+using ::herald::examples::Verdict;
 
 using herald::DropReason;
 
@@ -304,14 +305,5 @@ int main(int argc, char** argv) {
                 totals.dropped() - totals.dropped(DropReason::kShutdown));
   // [END accounting]
 
-  const int errors = failures.count();
-  if (errors > 0 || checks.failed() > 0) {
-    absl::PrintF("\naccounting FAILED: %d of %d checks failed, %d errors\n",
-                 checks.failed(), checks.count(), errors);
-    return 1;
-  }
-  absl::PrintF(
-      "\naccounting OK: %d checks; every sensor's readings arrived in order\n",
-      checks.count());
-  return 0;
+  return Verdict(failures, checks, "every sensor's readings arrived in order");
 }

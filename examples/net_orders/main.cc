@@ -74,6 +74,7 @@ namespace {
 
 using ::herald::examples::Checks;
 using ::herald::examples::Failures;
+using ::herald::examples::Verdict;
 
 using herald::examples::ChildProcess;
 using herald::examples::FieldNumber;
@@ -553,18 +554,9 @@ int RunCoordinator() {
                daemon_published.value_or(0), acked);
   // [END accounting]
 
-  const int errors = failures.count();
-  if (errors > 0 || checks.failed() > 0) {
-    absl::PrintF("\naccounting FAILED: %d of %d checks failed, %d errors\n",
-                 checks.failed(), checks.count(), errors);
-    return 1;
-  }
-  absl::PrintF(
-      "\naccounting OK: %d checks; heraldd counted every message published, "
-      "and each service received or dropped with a reason every message it "
-      "matched\n",
-      checks.count());
-  return 0;
+  return Verdict(failures, checks,
+                 "heraldd counted every message published, and each service "
+                 "received or dropped with a reason every message it matched");
 }
 
 }  // namespace

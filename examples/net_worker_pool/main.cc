@@ -66,6 +66,7 @@ namespace {
 
 using ::herald::examples::Checks;
 using ::herald::examples::Failures;
+using ::herald::examples::Verdict;
 
 using herald::examples::ChildProcess;
 using herald::examples::FieldNumber;
@@ -497,17 +498,9 @@ int RunCoordinator() {
       "\n%d jobs published; the group handed %d to workers and dropped %d "
       "(group_full); %d processed, %d results collected\n",
       published, group_taken, group_full, processed, collected.size());
-  const int errors = failures.count();
-  if (errors > 0 || checks.failed() > 0) {
-    absl::PrintF("\naccounting FAILED: %d of %d checks failed, %d errors\n",
-                 checks.failed(), checks.count(), errors);
-    return 1;
-  }
-  absl::PrintF(
-      "\naccounting OK: %d checks; every job was processed exactly once or "
-      "dropped by the group\n",
-      checks.count());
-  return 0;
+  return Verdict(
+      failures, checks,
+      "every job was processed exactly once or dropped by the group");
 }
 
 }  // namespace

@@ -44,6 +44,7 @@ namespace {
 
 using ::herald::examples::Checks;
 using ::herald::examples::Failures;
+using ::herald::examples::Verdict;
 
 using herald::DropReason;
 
@@ -384,15 +385,7 @@ int main(int argc, char** argv) {
     absl::PrintF("%s\n", row);
   }
 
-  const int errors = failures.count();
-  if (errors > 0 || checks.failed() > 0) {
-    absl::PrintF("\naccounting FAILED: %d of %d checks failed, %d errors\n",
-                 checks.failed(), checks.count(), errors);
-    return 1;
-  }
-  absl::PrintF(
-      "\naccounting OK: %d checks; every matched message was delivered or "
-      "dropped with a reason\n",
-      checks.count());
-  return 0;
+  return Verdict(
+      failures, checks,
+      "every matched message was delivered or dropped with a reason");
 }

@@ -51,6 +51,7 @@ namespace {
 
 using ::herald::examples::Checks;
 using ::herald::examples::Failures;
+using ::herald::examples::Verdict;
 
 using herald::DropReason;
 
@@ -419,12 +420,5 @@ int main(int argc, char** argv) {
       "rejected or dropped\n",
       source.published, sink_stage.received - sink_stage.rejected, lost);
 
-  const int errors = failures.count();
-  if (errors > 0 || checks.failed() > 0) {
-    absl::PrintF("accounting FAILED: %d of %d checks failed, %d errors\n",
-                 checks.failed(), checks.count(), errors);
-    return 1;
-  }
-  absl::PrintF("accounting OK: %d checks\n", checks.count());
-  return 0;
+  return Verdict(failures, checks);
 }

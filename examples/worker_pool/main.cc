@@ -48,6 +48,7 @@ namespace {
 
 using ::herald::examples::Checks;
 using ::herald::examples::Failures;
+using ::herald::examples::Verdict;
 
 using herald::DropReason;
 
@@ -393,12 +394,5 @@ int main(int argc, char** argv) {
       "collector on \"results.>\": %d results, %d duplicates, %d lost\n",
       collector.jobs.size(), result_duplicates, ct.dropped() + ct.abandoned);
 
-  const int errors = failures.count();
-  if (errors > 0 || checks.failed() > 0) {
-    absl::PrintF("\naccounting FAILED: %d of %d checks failed, %d errors\n",
-                 checks.failed(), checks.count(), errors);
-    return 1;
-  }
-  absl::PrintF("\naccounting OK: %d checks\n", checks.count());
-  return 0;
+  return Verdict(failures, checks);
 }
