@@ -290,4 +290,36 @@ absl::StatusOr<ChildProcess> StartHeraldd(
   return daemon;
 }
 
+absl::StatusOr<uint64_t> StopHeraldd(ChildProcess& daemon,
+                                     absl::Time deadline) {
+  if (absl::Status s = daemon.Signal(SIGTERM); !s.ok()) return s;
+  absl::StatusOr<int> code = daemon.Wait(deadline);
+  if (!code.ok()) return code.status();
+  if (*code != 0) {
+    return absl::InternalError(absl::StrCat("heraldd: exit code ", *code));
+  }
+  std::optional<uint64_t> published;
+  for (const std::string& line : daemon.lines()) {
+    if (absl::StartsWith(line, "heraldd: stopped")) {
+      published = FieldNumber(line, "published");
+    }
+  }
+  if (!published.has_value()) {
+    return absl::InternalError(
+        "heraldd logged no final \"heraldd: stopped ... published=N\" line");
+  }
+  return *published;
+}
+
+absl::StatusOr<ChildProcess> StartReady(const std::vector<std::string>& argv,
+                                        const ChildOptions& options,
+                                        absl::Time deadline) {
+  absl::StatusOr<ChildProcess> child = ChildProcess::Start(argv, options);
+  if (!child.ok()) return child.status();
+  absl::StatusOr<std::string> ready =
+      child->ReadLineStartingWith("ready", deadline);
+  if (!ready.ok()) return ready.status();
+  return child;
+}
+
 }  // namespace herald::examples

@@ -116,6 +116,17 @@ absl::StatusOr<ChildProcess> StartHeraldd(
     const std::vector<std::string>& extra_flags, absl::Time deadline,
     std::string* sdk_endpoint);
 
+// Stops heraldd as an operator would (SIGTERM) and returns the `published`
+// count of its final "heraldd: stopped" line. An error if it does not exit
+// with 0 by `deadline` or logs no such line.
+absl::StatusOr<uint64_t> StopHeraldd(ChildProcess& daemon, absl::Time deadline);
+
+// Starts `argv` and reads its output up to a line starting "ready" (a role
+// of an example says it once connected).
+absl::StatusOr<ChildProcess> StartReady(const std::vector<std::string>& argv,
+                                        const ChildOptions& options,
+                                        absl::Time deadline);
+
 }  // namespace herald::examples
 
 #endif  // HERALD_EXAMPLES_NET_ORDERS_CHILD_PROCESS_H_

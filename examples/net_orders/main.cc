@@ -410,13 +410,8 @@ int RunCoordinator() {
     std::vector<std::string> argv = {self};
     argv.insert(argv.end(), role_flags.begin(), role_flags.end());
     argv.insert(argv.end(), common.begin(), common.end());
-    absl::StatusOr<ChildProcess> child =
-        ChildProcess::Start(argv, child_options);
-    if (!child.ok()) return child.status();
-    absl::StatusOr<std::string> ready =
-        child->ReadLineStartingWith("ready", absl::Now() + kStepTimeout);
-    if (!ready.ok()) return ready.status();
-    return child;
+    return herald::examples::StartReady(argv, child_options,
+                                        absl::Now() + kStepTimeout);
   };
   const std::vector<ServiceSpec> services = Services();
   std::vector<ChildProcess> service_processes;
@@ -497,20 +492,10 @@ int RunCoordinator() {
     }
   }
   // Last, heraldd: SIGTERM, exit 0, and its final stats line.
-  std::optional<uint64_t> daemon_published;
-  if (absl::Status s = daemon->Signal(SIGTERM); !s.ok()) {
-    failures.Add("stop heraldd", s);
-  }
-  absl::StatusOr<int> daemon_code = daemon->Wait(absl::Now() + kStepTimeout);
-  if (!daemon_code.ok() || *daemon_code != 0) {
-    failures.Add("heraldd", daemon_code.ok() ? absl::InternalError(absl::StrCat(
-                                                   "exit code ", *daemon_code))
-                                             : daemon_code.status());
-  }
-  for (const std::string& line : daemon->lines()) {
-    if (absl::StartsWith(line, "heraldd: stopped")) {
-      daemon_published = FieldNumber(line, "published");
-    }
+  const absl::StatusOr<uint64_t> daemon_published =
+      herald::examples::StopHeraldd(*daemon, absl::Now() + kStepTimeout);
+  if (!daemon_published.ok()) {
+    failures.Add("stop heraldd", daemon_published.status());
   }
   // [END stop]
 

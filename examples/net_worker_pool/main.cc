@@ -293,13 +293,8 @@ int RunCoordinator() {
       [&](std::vector<std::string> argv) -> absl::StatusOr<ChildProcess> {
     argv.insert(argv.begin(), self);
     argv.push_back(absl::StrCat("--connect=", endpoint));
-    absl::StatusOr<ChildProcess> child =
-        ChildProcess::Start(argv, child_options);
-    if (!child.ok()) return child.status();
-    absl::StatusOr<std::string> ready =
-        child->ReadLineStartingWith("ready", absl::Now() + kStepTimeout);
-    if (!ready.ok()) return ready.status();
-    return child;
+    return herald::examples::StartReady(argv, child_options,
+                                        absl::Now() + kStepTimeout);
   };
   std::vector<ChildProcess> pool;
   for (int w = 0; w < workers; ++w) {
@@ -409,20 +404,10 @@ int RunCoordinator() {
   if (absl::Status s = (*client)->Close(absl::Now() + kStepTimeout); !s.ok()) {
     failures.Add("coordinator: close client", s);
   }
-  if (absl::Status s = daemon->Signal(SIGTERM); !s.ok()) {
-    failures.Add("stop heraldd", s);
-  }
-  absl::StatusOr<int> daemon_code = daemon->Wait(absl::Now() + kStepTimeout);
-  if (!daemon_code.ok() || *daemon_code != 0) {
-    failures.Add("heraldd", daemon_code.ok() ? absl::InternalError(absl::StrCat(
-                                                   "exit code ", *daemon_code))
-                                             : daemon_code.status());
-  }
-  std::optional<uint64_t> daemon_published;
-  for (const std::string& line : daemon->lines()) {
-    if (absl::StartsWith(line, "heraldd: stopped")) {
-      daemon_published = FieldNumber(line, "published");
-    }
+  const absl::StatusOr<uint64_t> daemon_published =
+      herald::examples::StopHeraldd(*daemon, absl::Now() + kStepTimeout);
+  if (!daemon_published.ok()) {
+    failures.Add("stop heraldd", daemon_published.status());
   }
   // [END drain]
 
