@@ -4,6 +4,7 @@
 
 #include "broker/internal/subscription_state.h"
 #include "broker/internal/thread_identity.h"
+#include "broker/internal/thread_name.h"
 #include "broker/util/check.h"
 
 namespace herald::internal {
@@ -40,6 +41,7 @@ void Dispatcher::Stop() {
 
 void Dispatcher::Loop() {
   EnsureThreadIdentity();
+  NameThisThread("herald-dispatch");
   while (true) {
     std::shared_ptr<SubscriptionState> s;
     {

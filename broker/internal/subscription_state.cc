@@ -306,6 +306,22 @@ absl::Status SubscriptionState::ReceiveBatch(size_t max_messages,
   });
 }
 
+bool SubscriptionState::TakeQueued(size_t max_messages,
+                                   std::vector<Delivery>* out) {
+  out->clear();
+  absl::MutexLock lock(&consumer_mu_);
+  // As ReceiveInto(): what is queued is taken even while closing.
+  if (frozen_) return false;
+  Delivery d;
+  if (!PopLocked(&d, /*sample_depth=*/true)) {
+    return !closing_.load(std::memory_order_acquire);
+  }
+  do {
+    out->push_back(std::move(d));
+  } while (out->size() < max_messages && PopLocked(&d, /*sample_depth=*/false));
+  return true;
+}
+
 absl::Status SubscriptionState::ReceiveInto(
     absl::Time deadline, const std::stop_token& stop,
     absl::FunctionRef<bool(Delivery&&)> sink) {

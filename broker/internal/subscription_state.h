@@ -98,6 +98,13 @@ class SubscriptionState
                             std::vector<Delivery>* out,
                             const std::stop_token& stop);
 
+  // Non-blocking, for the network server's drain: replaces `*out`'s
+  // contents with up to `max_messages` queued messages. Returns false once
+  // nothing more will come (ended or closing); an empty `*out` with true
+  // means the queue is empty right now. Builds no status, so an empty poll
+  // allocates nothing. REQUIRES: a pull subscription.
+  bool TakeQueued(size_t max_messages, std::vector<Delivery>* out);
+
   // Callback subscriptions: delivers up to the batch limit on the calling
   // dispatcher thread. Returns true if it should be scheduled again.
   bool RunTurn();

@@ -21,6 +21,7 @@
 #include "broker/internal/broker_core.h"
 #include "broker/internal/subscription_state.h"
 #include "broker/internal/thread_identity.h"
+#include "broker/internal/thread_name.h"
 #include "broker/net/framing.h"
 #include "broker/topic.h"
 #include "broker/util/check.h"
@@ -229,9 +230,19 @@ class Server::Impl {
   // from it but not yet sent (XPUB_NODROP back-pressure).
   Subscription plain_feed_;
   std::deque<Delivery> plain_pending_;
-  // Deliveries popped from a core subscription in one receive call; reused
-  // by every call (I/O thread only), so a drain allocates no vector.
+  // Scratch reused by every call on the I/O thread, so that the hot paths
+  // allocate nothing of their own once warm: the deliveries popped from a
+  // core subscription, the Deliver envelope (a cleared repeated field keeps
+  // its entries and their strings for the next message), its payload
+  // frames, the serialized envelope, the received frames and envelope, and
+  // the ready keys of one drain pass.
   std::vector<Delivery> batch_;
+  v1::Envelope deliver_env_;
+  std::vector<zmq::message_t> payloads_;
+  std::string body_;
+  std::vector<zmq::message_t> frames_;
+  v1::Envelope in_env_;
+  std::vector<uint64_t> ready_keys_;
 };
 
 absl::Status Server::Impl::Bind(std::string* sdk, std::string* pub,
@@ -349,6 +360,7 @@ void Server::Impl::Stop(absl::Time deadline) {
 
 void Server::Impl::Loop() {
   internal::EnsureThreadIdentity();
+  internal::NameThisThread("herald-server");
   std::vector<zmq::pollitem_t> items;
   const int router_index = router_ ? static_cast<int>(items.size()) : -1;
   if (router_) items.push_back({router_->handle(), 0, ZMQ_POLLIN, 0});
@@ -382,18 +394,19 @@ void Server::Impl::Loop() {
     TakeReady();
     if (router_index >= 0) {
       for (int i = 0; i < kReceiveBudget; ++i) {
-        std::vector<zmq::message_t> frames;
+        frames_.clear();
         zmq::recv_result_t got;
         try {
-          got = zmq::recv_multipart(*router_, std::back_inserter(frames),
+          got = zmq::recv_multipart(*router_, std::back_inserter(frames_),
                                     zmq::recv_flags::dontwait);
         } catch (const zmq::error_t&) {
           break;
         }
         if (!got) break;
-        Bump(counters_.frames_received, frames.size());
-        HandleSdk(frames);
+        Bump(counters_.frames_received, frames_.size());
+        HandleSdk(frames_);
       }
+      frames_.clear();  // Releases the last message's frames now.
     }
     if (xsub_index >= 0) HandlePlainPublish();
     if (xpub_index >= 0) {
@@ -437,8 +450,7 @@ void Server::Impl::TakeReady() {
 
 bool Server::Impl::Send(const std::string& routing_id, const v1::Envelope& env,
                         std::vector<zmq::message_t>* payloads) {
-  std::string body;
-  if (!env.SerializeToString(&body)) {
+  if (!env.SerializeToString(&body_)) {
     Bump(counters_.send_failures);
     return true;
   }
@@ -454,9 +466,9 @@ bool Server::Impl::Send(const std::string& routing_id, const v1::Envelope& env,
     }
     // Once the first frame is accepted, ZeroMQ takes the rest of the message.
     (void)router_->send(zmq::buffer(magic), zmq::send_flags::sndmore);
-    (void)router_->send(zmq::buffer(body), has_payloads
-                                               ? zmq::send_flags::sndmore
-                                               : zmq::send_flags::none);
+    (void)router_->send(zmq::buffer(body_), has_payloads
+                                                ? zmq::send_flags::sndmore
+                                                : zmq::send_flags::none);
     size_t frames = 3;
     if (has_payloads) {
       for (size_t i = 0; i < payloads->size(); ++i) {
@@ -520,7 +532,9 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
       return;
     }
   }
-  v1::Envelope env;
+  // Parsed into the reused envelope: a Publish's entries and their strings
+  // are the previous message's, cleared.
+  v1::Envelope& env = in_env_;
   if (!env.ParseFromArray(frames[2].data(),
                           static_cast<int>(frames[2].size()))) {
     Bump(counters_.malformed);
@@ -872,8 +886,8 @@ void Server::Impl::ExpireSessions() {
 // ------------------------------------------------------------ deliveries
 
 void Server::Impl::DrainReady() {
-  std::vector<uint64_t> keys(ready_.begin(), ready_.end());
-  for (uint64_t key : keys) {
+  ready_keys_.assign(ready_.begin(), ready_.end());
+  for (uint64_t key : ready_keys_) {
     if (key == kPlainFeedKey) continue;  // FeedPlainSubscribers() does it.
     auto k = keys_.find(key);
     if (k == keys_.end()) {
@@ -897,37 +911,40 @@ void Server::Impl::DrainReady() {
 bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
   size_t budget = kTurnBudget;
   while (budget > 0) {
-    if (rs.credit == 0) return true;  // Waits for Credit; stays ready.
+    // Out of credit: leave the ready set, or the loop would spin on it.
+    // The subscription stays marked ready in the core (no Rearm), so no
+    // publisher notifies it again; HandleCredit() puts it back.
+    if (rs.credit == 0) return false;
     const size_t want = std::min({rs.credit, kDeliverBatch, budget});
-    if (absl::Status status =
-            rs.subscription.ReceiveBatch(want, absl::InfinitePast(), &batch_);
-        !status.ok()) {
-      if (status.code() != absl::StatusCode::kDeadlineExceeded) {
-        return false;  // Ended (broker shutdown) or closed.
-      }
+    internal::SubscriptionState* state = internal::StateOf(rs.subscription);
+    if (state == nullptr || !state->TakeQueued(want, &batch_)) {
+      return false;  // Ended (broker shutdown) or closed.
+    }
+    if (batch_.empty()) {
       // Empty: re-arm, unless a message arrived meanwhile.
-      internal::SubscriptionState* state = internal::StateOf(rs.subscription);
-      if (state == nullptr || !state->Rearm()) return false;
+      if (!state->Rearm()) return false;
       continue;
     }
-    v1::Envelope env;
+    // The envelope and its entries are reused: set every field of each.
+    v1::Envelope& env = deliver_env_;
+    env.Clear();
     v1::Deliver* deliver = env.mutable_deliver();
-    std::vector<zmq::message_t> payloads;
-    payloads.reserve(batch_.size());
+    payloads_.clear();
     for (const Delivery& d : batch_) {
       v1::DeliverEntry* e = deliver->add_entries();
       e->set_sid(rs.sid);
       e->set_sequence(d.sequence());
       e->set_missed(d.missed());
-      e->set_topic(std::string(d.topic()));
+      e->mutable_topic()->assign(d.topic().data(), d.topic().size());
       for (size_t h = 0; h < d.headers().size(); ++h) {
         v1::Header* header = e->add_headers();
-        header->set_key(std::string(d.headers()[h].key));
-        header->set_value(std::string(d.headers()[h].value));
+        const HeadersView::Entry in = d.headers()[h];
+        header->mutable_key()->assign(in.key.data(), in.key.size());
+        header->mutable_value()->assign(in.value.data(), in.value.size());
       }
       e->set_publish_time_unix_ns(
           static_cast<uint64_t>(d.message()->publish_time_unix_ns()));
-      payloads.push_back(PayloadFrame(d.message()));
+      payloads_.push_back(PayloadFrame(d.message()));
     }
     // The payload frames hold their own references: the batch holds none
     // past this point, and keeps its capacity.
@@ -935,7 +952,7 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     batch_.clear();
     rs.credit -= n;
     budget -= n;
-    if (!Send(s.routing_id, env, &payloads)) {
+    if (!Send(s.routing_id, env, &payloads_)) {
       CloseSession(s.routing_id, false);
       return false;
     }
@@ -973,12 +990,13 @@ void Server::Impl::FeedPlainSubscribers() {
   while (budget > 0) {
     if (plain_pending_.empty()) {
       if (!ready_.contains(kPlainFeedKey)) return;
-      if (absl::Status status = plain_feed_.ReceiveBatch(
-              kDeliverBatch, absl::InfinitePast(), &batch_);
-          !status.ok()) {
-        internal::SubscriptionState* state = internal::StateOf(plain_feed_);
-        if (status.code() != absl::StatusCode::kDeadlineExceeded ||
-            state == nullptr || !state->Rearm()) {
+      internal::SubscriptionState* state = internal::StateOf(plain_feed_);
+      if (state == nullptr || !state->TakeQueued(kDeliverBatch, &batch_)) {
+        ready_.erase(kPlainFeedKey);
+        return;
+      }
+      if (batch_.empty()) {
+        if (!state->Rearm()) {
           ready_.erase(kPlainFeedKey);
           return;
         }

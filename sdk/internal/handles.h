@@ -24,6 +24,7 @@
 #include "broker/delivery.h"
 #include "broker/message.h"
 #include "broker/options.h"
+#include "google/protobuf/arena.h"
 #include "schemas/protocol.pb.h"
 #include "sdk/publisher.h"
 #include "sdk/received.h"
@@ -118,10 +119,28 @@ struct HandleAccess {
   }
 };
 
-// One Deliver message from the broker: its envelope and payload frames,
-// shared by the Received of its entries. Immutable once built.
+// One message from the broker: its envelope and payload frames, shared by
+// the Received of a Deliver's entries. Immutable once built. The envelope
+// lives on the batch's arena, whose first block is part of the batch: a
+// Deliver of small entries parses with no allocation of its own.
 struct RemoteBatch {
-  v1::Envelope envelope;
+  RemoteBatch() = default;
+  RemoteBatch(const RemoteBatch&) = delete;
+  RemoteBatch& operator=(const RemoteBatch&) = delete;
+
+  static google::protobuf::ArenaOptions FirstBlock(char* block, size_t size) {
+    google::protobuf::ArenaOptions o;
+    o.initial_block = block;
+    o.initial_block_size = size;
+    o.max_block_size = 64 * 1024;
+    return o;
+  }
+
+  // About 64 small entries' worth (the server sends up to 64 per Deliver).
+  alignas(16) char first_block[8192];
+  google::protobuf::Arena arena{FirstBlock(first_block, sizeof(first_block))};
+  v1::Envelope& envelope =
+      *google::protobuf::Arena::CreateMessage<v1::Envelope>(&arena);
   std::vector<zmq::message_t> payloads;
 };
 

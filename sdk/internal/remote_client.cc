@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "broker/internal/thread_identity.h"
+#include "broker/internal/thread_name.h"
 #include "broker/util/status_macros.h"
 #include "sdk/internal/handles.h"
 #include "sdk/internal/remote_core.h"
@@ -46,23 +47,41 @@ absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
                              absl::Time deadline, const std::stop_token& stop,
                              bool consume);
 
-// Counts `n` messages of `sub` consumed and returns credit every half window.
-void Consumed(RemoteCore& core, RemoteSub& sub, uint64_t n) {
+// Credit to return to the broker, decided under the subscription's lock and
+// sent after it.
+struct CreditReturn {
   uint64_t give = 0;
   uint64_t incarnation = 0;
+
+  void SendTo(RemoteCore& core, const RemoteSub& sub) const {
+    if (give > 0) core.ReturnCredit(sub.sid, incarnation, give);
+  }
+};
+
+// Counts `n` messages of `sub` consumed; every half window, what was
+// consumed goes back as credit.
+CreditReturn ConsumedLocked(RemoteSub& sub, uint64_t n)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(sub.mu) {
+  CreditReturn r;
+  if (sub.closed) return r;
+  sub.unreturned += static_cast<int64_t>(n);
+  const auto threshold =
+      static_cast<int64_t>(std::max<uint64_t>(1, sub.window / 2));
+  if (sub.unreturned >= threshold) {
+    r.give = static_cast<uint64_t>(sub.unreturned);
+    r.incarnation = sub.incarnation;
+    sub.unreturned = 0;
+  }
+  return r;
+}
+
+void Consumed(RemoteCore& core, RemoteSub& sub, uint64_t n) {
+  CreditReturn r;
   {
     absl::MutexLock lock(&sub.mu);
-    if (sub.closed) return;
-    sub.unreturned += static_cast<int64_t>(n);
-    const auto threshold =
-        static_cast<int64_t>(std::max<uint64_t>(1, sub.window / 2));
-    if (sub.unreturned >= threshold) {
-      give = static_cast<uint64_t>(sub.unreturned);
-      sub.unreturned = 0;
-      incarnation = sub.incarnation;
-    }
+    r = ConsumedLocked(sub, n);
   }
-  if (give > 0) core.ReturnCredit(sub.sid, incarnation, give);
+  r.SendTo(core, sub);
 }
 
 absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
@@ -74,6 +93,7 @@ absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
   std::optional<std::stop_callback<WakeOnStop>> on_stop;
   if (stop.stop_possible()) on_stop.emplace(stop, WakeOnStop{&sub});
   absl::StatusOr<Received> result;
+  CreditReturn credit;
   {
     absl::MutexLock lock(&sub.mu);
     auto ready = [&sub, &stop]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(sub.mu) {
@@ -91,6 +111,8 @@ absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
       ++sub.app_delivered;
       Bump(core.counters().delivered);
       Drop(core.counters().buffered);
+      // In the same critical section as the pop: one lock per message.
+      if (consume) credit = ConsumedLocked(sub, 1);
     } else if (!sub.ended.ok()) {
       return sub.ended;
     } else if (stop.stop_requested()) {
@@ -100,7 +122,7 @@ absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
           "receive: no message on subscription ", sub.sid, " by the deadline"));
     }
   }
-  if (consume) Consumed(core, sub, 1);
+  credit.SendTo(core, sub);
   return result;
 }
 
@@ -136,6 +158,7 @@ class RemoteSubscriber final : public SubscriberImpl {
         std::thread([core = core_, sub = sub_, callback = std::move(callback),
                      stop = callback_stop_.get_token()] {
           EnsureThreadIdentity();
+          NameThisThread("herald-callback");
           while (true) {
             absl::StatusOr<Received> r =
                 Pop(*core, *sub, absl::InfiniteFuture(), stop,

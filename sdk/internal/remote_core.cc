@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "broker/internal/thread_identity.h"
+#include "broker/internal/thread_name.h"
 #include "broker/net/framing.h"
 #include "broker/topic.h"
 #include "broker/util/check.h"
@@ -635,6 +636,7 @@ void RemoteCore::SendUnsubscribe(uint64_t sid, uint64_t request_id) {
 
 void RemoteCore::Loop() {
   EnsureThreadIdentity();
+  NameThisThread("herald-client");
   zmq::context_t context(1);
   zmq::socket_t socket(context, zmq::socket_type::dealer);
   // Connection events, read on this thread from an inproc PAIR: a completed
@@ -795,18 +797,17 @@ void RemoteCore::HandleIncoming(std::vector<zmq::message_t>& frames) {
     protocol_error();
     return;
   }
-  v1::Envelope env;
+  // Parsed onto the batch's arena: a Deliver's entries stay there, shared
+  // by their Received values, with no allocation per entry.
+  auto batch = std::make_shared<RemoteBatch>();
+  v1::Envelope& env = batch->envelope;
   if (!env.ParseFromArray(frames[1].data(),
                           static_cast<int>(frames[1].size()))) {
     protocol_error();
     return;
   }
   last_rx_ = absl::Now();
-  std::vector<zmq::message_t> payloads;
-  for (size_t i = 2; i < frames.size(); ++i) {
-    payloads.push_back(std::move(frames[i]));
-  }
-  if (env.body_case() != v1::Envelope::kDeliver && !payloads.empty()) {
+  if (env.body_case() != v1::Envelope::kDeliver && frames.size() > 2) {
     protocol_error();
     return;
   }
@@ -821,13 +822,17 @@ void RemoteCore::HandleIncoming(std::vector<zmq::message_t>& frames) {
       OnError(env);
       break;
     case v1::Envelope::kDeliver:
-      OnDeliver(std::move(env), std::move(payloads));
+      batch->payloads.reserve(frames.size() - 2);
+      for (size_t i = 2; i < frames.size(); ++i) {
+        batch->payloads.push_back(std::move(frames[i]));
+      }
+      OnDeliver(std::move(batch));
       break;
     case v1::Envelope::kPong:
       OnPong(env);
       break;
     case v1::Envelope::kStatsReply:
-      OnStatsReply(std::move(env));
+      OnStatsReply(env);
       break;
     case v1::Envelope::kGoodbye:
       OnGoodbye(env.goodbye());
@@ -1201,49 +1206,54 @@ void RemoteCore::OnError(const v1::Envelope& env) {
   }
 }
 
-void RemoteCore::OnDeliver(v1::Envelope env,
-                           std::vector<zmq::message_t> payloads) {
-  const int entries = env.deliver().entries_size();
-  if (static_cast<size_t>(entries) != payloads.size()) {
+void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {
+  const v1::Deliver& deliver = batch->envelope.deliver();
+  const int entries = deliver.entries_size();
+  if (static_cast<size_t>(entries) != batch->payloads.size()) {
     absl::MutexLock lock(&mu_);
     ++stats_.protocol_errors;
     return;
   }
-  auto batch = std::make_shared<RemoteBatch>();
-  batch->envelope = std::move(env);
-  batch->payloads = std::move(payloads);
-  // Resolve the sids once per run of equal sids (the server sends one
-  // subscription per Deliver).
-  std::shared_ptr<RemoteSub> sub;
-  uint64_t sid = 0;
-  bool have = false;
-  for (int i = 0; i < entries; ++i) {
-    const v1::DeliverEntry& entry = batch->envelope.deliver().entries(i);
-    if (!have || entry.sid() != sid) {
-      sid = entry.sid();
-      have = true;
+  // One run of equal sids at a time (the server sends one subscription per
+  // Deliver): its subscription is looked up once and its buffer filled
+  // under one lock, so a waiting receiver wakes once per run.
+  uint64_t buffered = 0;
+  uint64_t discarded = 0;
+  for (int begin = 0; begin < entries;) {
+    const uint64_t sid = deliver.entries(begin).sid();
+    int end = begin + 1;
+    while (end < entries && deliver.entries(end).sid() == sid) ++end;
+    std::shared_ptr<RemoteSub> sub;
+    {
       absl::MutexLock lock(&mu_);
       auto it = subs_.find(sid);
-      sub = it != subs_.end() && (it->second.state == SubState::kLive ||
-                                  it->second.state == SubState::kPending)
-                ? it->second.sub
-                : nullptr;
+      if (it != subs_.end() && (it->second.state == SubState::kLive ||
+                                it->second.state == SubState::kPending)) {
+        sub = it->second.sub;
+      }
     }
     if (sub == nullptr) {
-      Bump(counters_.discarded);
-      continue;
+      discarded += static_cast<uint64_t>(end - begin);
+    } else {
+      absl::MutexLock lock(&sub->mu);
+      if (sub->closed) {
+        discarded += static_cast<uint64_t>(end - begin);
+      } else {
+        for (int i = begin; i < end; ++i) {
+          const bool gap = sub->gap_pending;
+          sub->gap_pending = false;
+          sub->buffer.push_back(
+              ReceivedAccess::FromRemote(batch, i, gap, sub->epoch));
+        }
+        buffered += static_cast<uint64_t>(end - begin);
+      }
     }
-    absl::MutexLock lock(&sub->mu);
-    if (sub->closed) {
-      Bump(counters_.discarded);
-      continue;
-    }
-    const bool gap = sub->gap_pending;
-    sub->gap_pending = false;
-    sub->buffer.push_back(
-        ReceivedAccess::FromRemote(batch, i, gap, sub->epoch));
-    Bump(counters_.received);
-    Bump(counters_.buffered);
+    begin = end;
+  }
+  if (discarded > 0) Bump(counters_.discarded, discarded);
+  if (buffered > 0) {
+    Bump(counters_.received, buffered);
+    Bump(counters_.buffered, buffered);
   }
 }
 
@@ -1259,7 +1269,7 @@ void RemoteCore::OnPong(const v1::Envelope& env) {
   }
 }
 
-void RemoteCore::OnStatsReply(v1::Envelope env) {
+void RemoteCore::OnStatsReply(v1::Envelope& env) {
   auto req = requests_.find(env.request_id());
   if (req == requests_.end()) return;
   requests_.erase(req);

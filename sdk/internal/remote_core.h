@@ -237,9 +237,9 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   void OnWelcome(const v1::Envelope& env);
   void OnAck(const v1::Envelope& env);
   void OnError(const v1::Envelope& env);
-  void OnDeliver(v1::Envelope env, std::vector<zmq::message_t> payloads);
+  void OnDeliver(std::shared_ptr<RemoteBatch> batch);
   void OnPong(const v1::Envelope& env);
-  void OnStatsReply(v1::Envelope env);
+  void OnStatsReply(v1::Envelope& env);
   void OnGoodbye(const v1::Goodbye& goodbye);
   // The session is gone (Goodbye, silence, an Error to a Ping): say Hello
   // again.
