@@ -38,6 +38,12 @@ constexpr size_t kDeliverBatch = 64;
 constexpr size_t kTurnBudget = 256;
 // How many incoming messages are handled per socket per loop turn.
 constexpr int kReceiveBudget = 256;
+// Frames read from the SDK endpoint per loop turn (a Publish carries one per
+// entry): about one subscription's turn. Under overload the loop then
+// shares its time between intake and delivery instead of taking in what it
+// cannot deliver (to be dropped at full queues); the rest waits in ZeroMQ
+// and TCP, which slows the publishers down.
+constexpr size_t kIntakeFrameBudget = kTurnBudget + 3;
 // Frames ZeroMQ may hold per message sent: routing id, magic, envelope,
 // payload. The ROUTER's send high-water mark is set from the credit cap so
 // that it never binds (docs/protocol.md).
@@ -330,7 +336,16 @@ absl::Status Server::Impl::Bind(std::string* sdk, std::string* pub,
   return absl::OkStatus();
 }
 
+// The server whose I/O thread this is, if any: set by Loop().
+thread_local const void* serving_server = nullptr;
+
 void Server::Impl::NotifyReady(uint64_t key) {
+  if (serving_server == this) {
+    // A publish made by this server's own I/O thread (from the network):
+    // the ready set is its own, so no lock and no wake-up system call.
+    ready_.insert(key);
+    return;
+  }
   bool wake;
   {
     absl::MutexLock lock(&ready_mu_);
@@ -361,6 +376,7 @@ void Server::Impl::Stop(absl::Time deadline) {
 void Server::Impl::Loop() {
   internal::EnsureThreadIdentity();
   internal::NameThisThread("herald-server");
+  serving_server = this;
   std::vector<zmq::pollitem_t> items;
   const int router_index = router_ ? static_cast<int>(items.size()) : -1;
   if (router_) items.push_back({router_->handle(), 0, ZMQ_POLLIN, 0});
@@ -393,7 +409,9 @@ void Server::Impl::Loop() {
     }
     TakeReady();
     if (router_index >= 0) {
-      for (int i = 0; i < kReceiveBudget; ++i) {
+      size_t frames_taken = 0;
+      for (int i = 0; i < kReceiveBudget && frames_taken < kIntakeFrameBudget;
+           ++i) {
         frames_.clear();
         zmq::recv_result_t got;
         try {
@@ -404,6 +422,7 @@ void Server::Impl::Loop() {
         }
         if (!got) break;
         Bump(counters_.frames_received, frames_.size());
+        frames_taken += frames_.size();
         HandleSdk(frames_);
       }
       frames_.clear();  // Releases the last message's frames now.
