@@ -35,4 +35,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(absl::string_view url,
                    "\": the scheme is not one of inproc:, tcp://, ipc://"));
 }
 
+absl::StatusOr<v1::BrokerStats> Client::BrokerStats(absl::Time deadline) {
+  HERALD_ASSIGN_OR_RETURN(v1::StatsReply reply, BrokerAndServerStats(deadline));
+  return std::move(*reply.mutable_broker());
+}
+
 }  // namespace herald

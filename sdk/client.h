@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "broker/broker.h"
 #include "broker/options.h"
+#include "schemas/protocol.pb.h"
 #include "schemas/stats.pb.h"
 #include "sdk/options.h"
 #include "sdk/publisher.h"
@@ -79,8 +80,8 @@ class Client {
   // by the broker: see Broker::Subscribe()), kResourceExhausted past the
   // broker's subscription limits, kFailedPrecondition after Close() began or
   // once the broker shut down; remote, kUnavailable if the broker did not
-  // answer within options.request_timeout (through reconnects). Remote, the
-  // option `name` is not sent and `callback_batch_limit` is unused.
+  // answer within options.request_timeout (through reconnects). Remote,
+  // `callback_batch_limit` is unused.
   virtual absl::StatusOr<Subscriber> Subscribe(absl::string_view pattern,
                                                SubscriptionOptions options) = 0;
   // As above, but `callback` (non-null, else kInvalidArgument) receives the
@@ -114,10 +115,16 @@ class Client {
   // A snapshot of the SDK's own counters (never blocks on the network).
   virtual ClientStats Stats() const = 0;
 
-  // The broker's counters: in-process Broker::Stats(); remote a StatsRequest
-  // round trip. Returns kDeadlineExceeded if no answer came by `deadline`
-  // and kFailedPrecondition after Close() began.
-  virtual absl::StatusOr<v1::BrokerStats> BrokerStats(absl::Time deadline) = 0;
+  // The broker's counters (`broker`: in-process Broker::Stats()) and, remote,
+  // those of the network server the client talks to (`server`: its
+  // sessions, network traffic and refused input; absent in-process). Remote
+  // it is a StatsRequest round trip. Returns kDeadlineExceeded if no answer
+  // came by `deadline` and kFailedPrecondition after Close() began.
+  virtual absl::StatusOr<v1::StatsReply> BrokerAndServerStats(
+      absl::Time deadline) = 0;
+
+  // The broker's part of BrokerAndServerStats().
+  absl::StatusOr<v1::BrokerStats> BrokerStats(absl::Time deadline);
 };
 
 }  // namespace herald

@@ -168,6 +168,7 @@ class Server::Impl {
   struct Session {
     std::string routing_id;
     std::string session_id;
+    std::string client_name;  // From Hello.
     absl::Time last_seen;
     absl::flat_hash_map<uint64_t, std::unique_ptr<RemoteSub>> subs;
     uint64_t last_batch = 0;
@@ -690,6 +691,7 @@ void Server::Impl::HandleHello(const std::string& routing_id,
     auto session = std::make_unique<Session>();
     session->routing_id = routing_id;
     session->session_id = hello.session_id();
+    session->client_name = hello.client_name();
     sessions_.emplace(routing_id, std::move(session));
     Bump(counters_.sessions_opened);
     counters_.sessions_active.store(sessions_.size(),
@@ -798,7 +800,10 @@ void Server::Impl::HandleSubscribe(Session& s, const v1::Envelope& env) {
     o.block_timeout = absl::Milliseconds(req.block_timeout_ms());
   }
   o.queue_group = req.queue_group();
-  o.name = absl::StrCat("remote ", req.sid());
+  o.name = !req.name().empty()
+               ? req.name()
+               : absl::StrCat(s.client_name.empty() ? "remote" : s.client_name,
+                              " sid ", req.sid());
   const uint64_t key = next_key_++;
   absl::StatusOr<Subscription> sub = core_.Subscribe(
       req.pattern(), o, nullptr, [this, key] { NotifyReady(key); });

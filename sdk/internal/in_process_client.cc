@@ -343,13 +343,15 @@ ClientStats InProcessClient::Stats() const {
   return s;
 }
 
-absl::StatusOr<v1::BrokerStats> InProcessClient::BrokerStats(
+absl::StatusOr<v1::StatsReply> InProcessClient::BrokerAndServerStats(
     absl::Time deadline) {
   (void)deadline;  // Broker::Stats() does not wait.
   if (shared_->closed.load(std::memory_order_acquire)) {
     return Closed("broker stats");
   }
-  return shared_->broker->Stats();
+  v1::StatsReply reply;
+  *reply.mutable_broker() = shared_->broker->Stats();
+  return reply;  // No server in between: `server` stays unset.
 }
 
 }  // namespace herald::internal

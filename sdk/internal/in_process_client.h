@@ -38,7 +38,8 @@ class InProcessClient final : public Client {
   absl::Status Flush(absl::Time deadline) override;
   absl::Status Close(absl::Time deadline) override;
   ClientStats Stats() const override;
-  absl::StatusOr<v1::BrokerStats> BrokerStats(absl::Time deadline) override;
+  absl::StatusOr<v1::StatsReply> BrokerAndServerStats(
+      absl::Time deadline) override;
 
   // What the client shares with its handles (defined in the .cc).
   struct Shared;

@@ -329,8 +329,9 @@ absl::Status RemoteClient::Close(absl::Time deadline) {
 
 ClientStats RemoteClient::Stats() const { return core_->Stats(); }
 
-absl::StatusOr<v1::BrokerStats> RemoteClient::BrokerStats(absl::Time deadline) {
-  return core_->BrokerStats(deadline);
+absl::StatusOr<v1::StatsReply> RemoteClient::BrokerAndServerStats(
+    absl::Time deadline) {
+  return core_->BrokerAndServerStats(deadline);
 }
 
 }  // namespace herald::internal

@@ -61,7 +61,8 @@ class RemoteClient final : public Client {
   absl::Status Flush(absl::Time deadline) override;
   absl::Status Close(absl::Time deadline) override;
   ClientStats Stats() const override;
-  absl::StatusOr<v1::BrokerStats> BrokerStats(absl::Time deadline) override;
+  absl::StatusOr<v1::StatsReply> BrokerAndServerStats(
+      absl::Time deadline) override;
 
  private:
   explicit RemoteClient(std::shared_ptr<RemoteCore> core);

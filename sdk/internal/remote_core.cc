@@ -255,6 +255,7 @@ absl::StatusOr<std::shared_ptr<RemoteSub>> RemoteCore::Subscribe(
   request.set_capacity(options.queue_capacity.value_or(0));
   request.set_overflow(ToProto(options.overflow));
   request.set_queue_group(options.queue_group);
+  request.set_name(options.name);
   // Whole milliseconds on the wire, rounded up so that a short timeout is
   // never 0 (the broker's default).
   request.set_block_timeout_ms(static_cast<uint32_t>(std::min<int64_t>(
@@ -491,7 +492,8 @@ ClientStats RemoteCore::Stats() const {
   return s;
 }
 
-absl::StatusOr<v1::BrokerStats> RemoteCore::BrokerStats(absl::Time deadline) {
+absl::StatusOr<v1::StatsReply> RemoteCore::BrokerAndServerStats(
+    absl::Time deadline) {
   EnsureThreadIdentity();
   auto waiter = std::make_shared<StatsWaiter>();
   absl::MutexLock lock(&mu_);
@@ -1276,7 +1278,7 @@ void RemoteCore::OnStatsReply(v1::Envelope& env) {
   absl::MutexLock lock(&mu_);
   for (const std::shared_ptr<StatsWaiter>& s : stats_waiters_) {
     if (s->request_id == env.request_id()) {
-      s->stats = std::move(*env.mutable_stats_reply()->mutable_broker());
+      s->stats = env.stats_reply();  // Broker and server.
       s->done = true;
       break;
     }

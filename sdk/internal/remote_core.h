@@ -139,7 +139,7 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   absl::Status Flush(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status Close(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   ClientStats Stats() const ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<v1::BrokerStats> BrokerStats(absl::Time deadline)
+  absl::StatusOr<v1::StatsReply> BrokerAndServerStats(absl::Time deadline)
       ABSL_LOCKS_EXCLUDED(mu_);
   // True once Close() began.
   bool closing() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -184,7 +184,7 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   struct StatsWaiter {
     uint64_t request_id = 0;
     bool done = false;
-    v1::BrokerStats stats;
+    v1::StatsReply stats;
   };
   struct Command {
     enum class Kind { kSubscribe, kUnsubscribe, kCredit, kWake, kClose };

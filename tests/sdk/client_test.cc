@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -163,6 +164,24 @@ TEST_P(ClientTest, SubscribeIsLiveWhenItReturns) {
   EXPECT_EQ(r->payload(), "x");
 }
 
+TEST_P(ClientTest, TheSubscriptionNameReachesTheBrokersStats) {
+  SubscriptionOptions options;
+  options.name = "audit-trail";
+  Subscriber named = MakeSubscriber("named.t", options);
+  Subscriber unnamed = MakeSubscriber("unnamed.t");
+
+  const v1::BrokerStats stats = broker_->Stats();
+  ASSERT_EQ(stats.subscriptions_size(), 2);
+  absl::flat_hash_map<std::string, std::string> name_of;
+  for (const v1::SubscriptionStats& s : stats.subscriptions()) {
+    name_of[s.pattern()] = s.name();
+  }
+  EXPECT_EQ(name_of["named.t"], "audit-trail");
+  // Remote, an unnamed subscription is named after the client and its sid.
+  EXPECT_EQ(name_of["unnamed.t"],
+            remote() ? absl::StrCat("remote sid ", unnamed.id()) : "");
+}
+
 TEST_P(ClientTest, MessagesArriveInPublishOrder) {
   constexpr int kMessages = 500;
   Subscriber sub = MakeSubscriber("seq", Capacity(kMessages));
@@ -192,6 +211,16 @@ TEST_P(ClientTest, FlushMakesEveryPublishCountedByTheBroker) {
       client_->BrokerStats(absl::Now() + kWait);
   ASSERT_THAT(via_client, IsOk());
   EXPECT_EQ(via_client->published(), kMessages);
+  // Remote, the reply also carries the server's counters.
+  absl::StatusOr<v1::StatsReply> both =
+      client_->BrokerAndServerStats(absl::Now() + kWait);
+  ASSERT_THAT(both, IsOk());
+  EXPECT_EQ(both->broker().published(), kMessages);
+  EXPECT_EQ(both->has_server(), remote());
+  if (remote()) {
+    EXPECT_EQ(both->server().sessions_active(), 1u);
+    EXPECT_EQ(both->server().publish_accepted(), kMessages);
+  }
 
   const ClientStats stats = client_->Stats();
   EXPECT_EQ(stats.published, kMessages);

@@ -333,6 +333,10 @@ TEST_F(HeraldCliTest, StatsTableShowsExactCounts) {
   EXPECT_THAT(lines,
               Contains("refused: 0 (invalid: 0, too_large: 0, shutdown: 0)"));
   EXPECT_THAT(lines, Contains("subscriptions: 1 active, 0 closed, 0 refused"));
+  // The server's part: the stats command's own session is the only one.
+  EXPECT_THAT(lines,
+              Contains("sessions: 1 active (1 opened, 0 expired, 0 closed, "
+                       "0 refused)"));
   EXPECT_THAT(lines, Contains(MatchesRegex(
                          "ID +PATTERN +GROUP +POLICY +CAPACITY +MATCHED +"
                          "DELIVERED +DROPPED +QUEUED +HIGH_WATER +"
@@ -372,6 +376,9 @@ TEST_F(HeraldCliTest, StatsJsonPrintsEveryFieldWithProtoNames) {
   EXPECT_EQ(s.matched(), 3u);
   EXPECT_EQ(s.queued(), 2u);
   EXPECT_EQ(s.dropped().queue_full(), 1u);
+  ASSERT_TRUE(reply.has_server());
+  EXPECT_EQ(reply.server().sessions_active(), 1u);
+  EXPECT_EQ(reply.server().sessions_opened(), 1u);
 }
 
 TEST_F(HeraldCliTest, BenchSmallRunCompletesAndPrintsTable) {

@@ -379,20 +379,19 @@ int Stats(absl::Span<const std::string> args, const Io& io) {
   absl::StatusOr<std::unique_ptr<Client>> client =
       ConnectClient(conn, "herald stats");
   if (!client.ok()) return Fail(io, client.status());
-  absl::StatusOr<v1::BrokerStats> stats =
-      (*client)->BrokerStats(absl::Now() + timeout);
+  absl::StatusOr<v1::StatsReply> stats =
+      (*client)->BrokerAndServerStats(absl::Now() + timeout);
   (*client)->Close(absl::Now() + absl::Seconds(1)).IgnoreError();  // Read only.
   if (!stats.ok()) return Fail(io, stats.status());
 
-  // The SDK returns the broker's part of the StatsReply only (see the
-  // report on Client::BrokerStats): no server section yet.
-  const v1::ServerStats* server = nullptr;
+  const v1::ServerStats* server =
+      stats->has_server() ? &stats->server() : nullptr;
   if (json) {
-    absl::StatusOr<std::string> text = StatsJson(*stats, server);
+    absl::StatusOr<std::string> text = StatsJson(stats->broker(), server);
     if (!text.ok()) return Fail(io, text.status());
     *io.out << *text;
   } else {
-    *io.out << StatsText(*stats, server);
+    *io.out << StatsText(stats->broker(), server);
   }
   io.out->flush();
   return kExitOk;
