@@ -581,8 +581,11 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
   auto it = sessions_.find(routing_id);
   if (it == sessions_.end()) {
     Bump(counters_.no_session);
+    v1::Error marker;
+    marker.set_no_session(true);
     SendError(routing_id, env.request_id(),
-              absl::FailedPreconditionError("no session: send hello first"));
+              absl::FailedPreconditionError("no session: send hello first"),
+              std::move(marker));
     return;
   }
   Session& session = *it->second;

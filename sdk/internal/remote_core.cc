@@ -1120,6 +1120,14 @@ void RemoteCore::OnError(const v1::Envelope& env) {
     absl::MutexLock lock(&mu_);
     ++stats_.errors_received;
   }
+  if (error.no_session()) {
+    // The broker no longer knows this session (it expired while we were
+    // silent): nothing of the request was done. A new session re-makes the
+    // subscriptions and re-sends what was pending; its Welcome counts the
+    // unacknowledged batches lost.
+    LoseSession("the broker has no session for this client");
+    return;
+  }
   auto req = requests_.find(env.request_id());
   const Request request = req == requests_.end() ? Request{} : req->second;
   switch (request.kind) {
@@ -1197,7 +1205,8 @@ void RemoteCore::OnError(const v1::Envelope& env) {
     case Request::Kind::kHeartbeat:
     case Request::Kind::kFlushPing:
     case Request::Kind::kStats:
-      // Only a missing session makes the broker refuse these.
+      // Only a missing session (above) makes the broker refuse these; a
+      // server that does not mark it is treated the same way.
       requests_.erase(req);
       LoseSession(
           absl::StrCat("the broker refused a request: ", status.message()));

@@ -252,6 +252,66 @@ TEST(RemoteClientTest, AnExpiredSessionIsMadeAgainWithAGap) {
   broker.Stop();
 }
 
+TEST(RemoteClientTest, ARequestRefusedForNoSessionIsMadeInANewSession) {
+  net::ServerOptions server_options;
+  server_options.session_ttl = absl::Seconds(1);
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*", server_options), IsOk());
+  ClientOptions options;
+  options.heartbeat = absl::Seconds(60);
+  options.liveness_timeout = absl::Seconds(60);
+  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  ASSERT_TRUE(
+      WaitFor([&] { return broker.server->Stats().sessions_expired() == 1; }));
+
+  // The Subscribe reaches a server with no session for this client: it is
+  // refused with the no-session marker, not as a refusal of the
+  // subscription. The client makes a new session and subscribes in it.
+  auto sub = (*client)->Subscribe("after.expiry", {});
+  ASSERT_THAT(sub, IsOk());
+  EXPECT_EQ(broker.server->Stats().no_session(), 1u);
+  ASSERT_THAT(broker.broker->Publish("after.expiry", "x"), IsOk());
+  absl::StatusOr<Received> r = sub->Receive(kWait);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->payload(), "x");
+  EXPECT_EQ((*client)->Stats().reconnects, 1u);
+  client->reset();
+  broker.Stop();
+}
+
+TEST(RemoteClientTest, APublishRefusedForNoSessionIsCountedLost) {
+  net::ServerOptions server_options;
+  server_options.session_ttl = absl::Seconds(1);
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*", server_options), IsOk());
+  ClientOptions options;
+  options.heartbeat = absl::Seconds(60);
+  options.liveness_timeout = absl::Seconds(60);
+  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  ASSERT_TRUE(
+      WaitFor([&] { return broker.server->Stats().sessions_expired() == 1; }));
+
+  // The batch finds no session: the broker published nothing of it, and the
+  // client counts it lost once its new session begins.
+  ASSERT_THAT(publisher->Publish("lost.t", "x"), IsOk());
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.published, 1u);
+  EXPECT_EQ(stats.publish_acked, 0u);
+  EXPECT_EQ(stats.batches_lost, 1u);
+  EXPECT_EQ(
+      stats.publish_dropped_by_reason[static_cast<size_t>(PublishDrop::kLost)],
+      1u);
+  EXPECT_EQ(broker.broker->Stats().published(), 0u);
+  EXPECT_EQ(stats.reconnects, 1u);
+  client->reset();
+  broker.Stop();
+}
+
 TEST(RemoteClientTest, AFullPublishBufferRefusesOrTimesOutAndCloseCountsIt) {
   ShortTempDir dir;
   ASSERT_FALSE(dir.path().empty());

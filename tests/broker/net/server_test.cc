@@ -370,6 +370,7 @@ TEST_F(ServerTest, RequestsWithoutSessionAreRefused) {
   ASSERT_TRUE(error.has_value());
   EXPECT_EQ(error->env.error().status_code(),
             static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_TRUE(error->env.error().no_session());
   EXPECT_EQ(server_->Stats().no_session(), 1u);
 }
 
