@@ -119,6 +119,8 @@ struct Counters {
   std::atomic<uint64_t> plain_delivered{0};
   std::atomic<uint64_t> send_failures{0};
   std::atomic<uint64_t> remote_subscriptions{0};
+  std::atomic<uint64_t> deliveries_lost{0};
+  std::atomic<uint64_t> sessions_detached{0};
 };
 
 absl::string_view View(const zmq::message_t& m) {
@@ -164,12 +166,23 @@ class Server::Impl {
     uint64_t sid = 0;
     Subscription subscription;
     uint64_t credit = 0;
+    // Flow-control totals since the Subscribe, for a resume on a new
+    // connection (ResumeOnNewConnection()).
+    uint64_t initial_credit = 0;
+    uint64_t sent = 0;
+    uint64_t returned = 0;
+    // Lost with a broken connection; added to the next entry's `missed`.
+    uint64_t lost_pending = 0;
   };
   struct Session {
     std::string routing_id;
     std::string session_id;
     std::string client_name;  // From Hello.
     absl::Time last_seen;
+    // Its connection is gone (a send found no peer): nothing is sent to it
+    // until the client resumes it from a new connection (Hello), or it
+    // expires. Its subscriptions keep queueing meanwhile.
+    bool detached = false;
     absl::flat_hash_map<uint64_t, std::unique_ptr<RemoteSub>> subs;
     uint64_t last_batch = 0;
   };
@@ -184,6 +197,10 @@ class Server::Impl {
   void HandleSubscribe(Session& s, const v1::Envelope& env);
   void HandleUnsubscribe(Session& s, const v1::Envelope& env);
   void HandleCredit(Session& s, const v1::Envelope& env);
+  // A session moved to a new connection: what the old one lost in transit
+  // is counted and reported, and each subscription's credit is set again
+  // from the client's counts.
+  void ResumeOnNewConnection(Session& s, const v1::Hello& hello);
   void SendError(const std::string& routing_id, uint64_t request_id,
                  const absl::Status& status, v1::Error extra = {});
   // Sends envelope + payload frames; false if the peer is gone (the caller
@@ -191,6 +208,8 @@ class Server::Impl {
   bool Send(const std::string& routing_id, const v1::Envelope& env,
             std::vector<zmq::message_t>* payloads = nullptr);
   void CloseSession(const std::string& routing_id, bool expired);
+  // The session's peer is gone: see Session::detached.
+  void Detach(const std::string& routing_id);
   void ExpireSessions();
   // Deliveries.
   void TakeReady();
@@ -625,7 +644,7 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
       v1::Envelope pong;
       pong.set_request_id(env.request_id());
       pong.mutable_pong();
-      if (!Send(routing_id, pong)) CloseSession(routing_id, false);
+      if (!Send(routing_id, pong)) Detach(routing_id);
       break;
     }
     case v1::Envelope::kStatsRequest: {
@@ -633,7 +652,7 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
       reply.set_request_id(env.request_id());
       *reply.mutable_stats_reply()->mutable_broker() = broker_->Stats();
       *reply.mutable_stats_reply()->mutable_server() = Stats();
-      if (!Send(routing_id, reply)) CloseSession(routing_id, false);
+      if (!Send(routing_id, reply)) Detach(routing_id);
       break;
     }
     case v1::Envelope::kGoodbye:
@@ -677,6 +696,7 @@ void Server::Impl::HandleHello(const std::string& routing_id,
       sessions_.erase(rid);
       moved->routing_id = routing_id;
       for (auto& [sid, rs] : moved->subs) keys_[rs->key].first = routing_id;
+      ResumeOnNewConnection(*moved, hello);
       sessions_.emplace(routing_id, std::move(moved));
       resumed = true;
       break;
@@ -700,7 +720,13 @@ void Server::Impl::HandleHello(const std::string& routing_id,
     counters_.sessions_active.store(sessions_.size(),
                                     std::memory_order_relaxed);
   }
-  sessions_[routing_id]->last_seen = absl::Now();
+  Session& session = *sessions_[routing_id];
+  session.last_seen = absl::Now();
+  if (session.detached) {
+    // Reachable again: what queued meanwhile goes out within credit.
+    session.detached = false;
+    for (auto& [sid, rs] : session.subs) ready_.insert(rs->key);
+  }
   v1::Envelope reply;
   reply.set_request_id(env.request_id());
   v1::Welcome* w = reply.mutable_welcome();
@@ -713,7 +739,7 @@ void Server::Impl::HandleHello(const std::string& routing_id,
   w->set_max_batch_messages(static_cast<uint32_t>(options_.max_batch_messages));
   w->set_max_credit(options_.max_credit);
   w->set_resumed(resumed);
-  if (!Send(routing_id, reply)) CloseSession(routing_id, false);
+  if (!Send(routing_id, reply)) Detach(routing_id);
 }
 
 void Server::Impl::HandlePublish(Session& s, const v1::Envelope& env,
@@ -766,7 +792,7 @@ void Server::Impl::HandlePublish(Session& s, const v1::Envelope& env,
     ack.set_request_id(env.request_id());
     ack.mutable_ack()->set_acked_batch_sequence(s.last_batch);
     ack.mutable_ack()->set_broker_epoch(epoch_);
-    if (!Send(s.routing_id, ack)) CloseSession(s.routing_id, false);
+    if (!Send(s.routing_id, ack)) Detach(s.routing_id);
   }
 }
 
@@ -819,6 +845,7 @@ void Server::Impl::HandleSubscribe(Session& s, const v1::Envelope& env) {
   rs->sid = req.sid();
   rs->subscription = std::move(*sub);
   rs->credit = req.initial_credit();
+  rs->initial_credit = req.initial_credit();
   keys_[key] = {s.routing_id, req.sid()};
   s.subs.emplace(req.sid(), std::move(rs));
   Bump(counters_.remote_subscriptions);
@@ -826,7 +853,7 @@ void Server::Impl::HandleSubscribe(Session& s, const v1::Envelope& env) {
   ack.set_request_id(env.request_id());
   ack.mutable_ack()->set_sid(req.sid());
   ack.mutable_ack()->set_broker_epoch(epoch_);
-  if (!Send(s.routing_id, ack)) CloseSession(s.routing_id, false);
+  if (!Send(s.routing_id, ack)) Detach(s.routing_id);
 }
 
 void Server::Impl::HandleUnsubscribe(Session& s, const v1::Envelope& env) {
@@ -850,7 +877,7 @@ void Server::Impl::HandleUnsubscribe(Session& s, const v1::Envelope& env) {
   ack.mutable_ack()->set_sid(sid);
   ack.mutable_ack()->set_broker_epoch(epoch_);
   if (totals.ok()) FillTotals(*totals, ack.mutable_ack()->mutable_totals());
-  if (!Send(s.routing_id, ack)) CloseSession(s.routing_id, false);
+  if (!Send(s.routing_id, ack)) Detach(s.routing_id);
 }
 
 void Server::Impl::HandleCredit(Session& s, const v1::Envelope& env) {
@@ -866,6 +893,7 @@ void Server::Impl::HandleCredit(Session& s, const v1::Envelope& env) {
     return;
   }
   RemoteSub& rs = *it->second;
+  rs.returned += credit.messages();
   if (rs.credit + credit.messages() > options_.max_credit) {
     v1::Error where;
     where.set_sid(credit.sid());
@@ -883,6 +911,30 @@ void Server::Impl::HandleCredit(Session& s, const v1::Envelope& env) {
   ready_.insert(rs.key);  // Messages may be waiting for this credit.
 }
 
+void Server::Impl::ResumeOnNewConnection(Session& s, const v1::Hello& hello) {
+  for (const v1::ResumeState& r : hello.resume()) {
+    auto it = s.subs.find(r.sid());
+    if (it == s.subs.end()) continue;  // Closed meanwhile: nothing to fix.
+    RemoteSub& rs = *it->second;
+    // The old connection's pipes are gone with it, so nothing more of it
+    // arrives: what was sent and not received is lost, and credit sent back
+    // but lost is the client's again. A Credit still queued from the old
+    // connection carries the old routing id and finds no session.
+    if (rs.sent > r.received()) {
+      const uint64_t lost = rs.sent - r.received();
+      rs.lost_pending += lost;
+      Bump(counters_.deliveries_lost, lost);
+    }
+    rs.sent = std::min(rs.sent, r.received());
+    rs.returned = std::max(rs.returned, r.returned());
+    const uint64_t granted = rs.initial_credit + rs.returned;
+    rs.credit = granted > rs.sent
+                    ? std::min(granted - rs.sent, options_.max_credit)
+                    : 0;
+    ready_.insert(rs.key);  // Messages may be waiting for this credit.
+  }
+}
+
 void Server::Impl::CloseSession(const std::string& routing_id, bool expired) {
   auto it = sessions_.find(routing_id);
   if (it == sessions_.end()) return;
@@ -896,6 +948,14 @@ void Server::Impl::CloseSession(const std::string& routing_id, bool expired) {
   sessions_.erase(it);
   Bump(expired ? counters_.sessions_expired : counters_.sessions_closed);
   counters_.sessions_active.store(sessions_.size(), std::memory_order_relaxed);
+}
+
+void Server::Impl::Detach(const std::string& routing_id) {
+  auto it = sessions_.find(routing_id);
+  if (it == sessions_.end() || it->second->detached) return;
+  it->second->detached = true;
+  for (auto& [sid, rs] : it->second->subs) ready_.erase(rs->key);
+  Bump(counters_.sessions_detached);
 }
 
 void Server::Impl::ExpireSessions() {
@@ -927,7 +987,7 @@ void Server::Impl::DrainReady() {
       continue;
     }
     auto rs = s->second->subs.find(k->second.second);
-    if (rs == s->second->subs.end()) {
+    if (rs == s->second->subs.end() || s->second->detached) {
       ready_.erase(key);
       continue;
     }
@@ -961,7 +1021,8 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
       v1::DeliverEntry* e = deliver->add_entries();
       e->set_sid(rs.sid);
       e->set_sequence(d.sequence());
-      e->set_missed(d.missed());
+      e->set_missed(d.missed() + rs.lost_pending);
+      rs.lost_pending = 0;
       e->mutable_topic()->assign(d.topic().data(), d.topic().size());
       for (size_t h = 0; h < d.headers().size(); ++h) {
         v1::Header* header = e->add_headers();
@@ -978,9 +1039,11 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     const size_t n = batch_.size();
     batch_.clear();
     rs.credit -= n;
+    rs.sent += n;
     budget -= n;
     if (!Send(s.routing_id, env, &payloads_)) {
-      CloseSession(s.routing_id, false);
+      // Counted in `sent`: a resume on a new connection reports them lost.
+      Detach(s.routing_id);
       return false;
     }
     Bump(counters_.delivered, n);
@@ -1121,6 +1184,8 @@ v1::ServerStats Server::Impl::Stats() const {
   out.set_plain_delivered(get(c.plain_delivered));
   out.set_send_failures(get(c.send_failures));
   out.set_remote_subscriptions(get(c.remote_subscriptions));
+  out.set_deliveries_lost(get(c.deliveries_lost));
+  out.set_sessions_detached(get(c.sessions_detached));
   return out;
 }
 

@@ -588,6 +588,18 @@ void RemoteCore::SendHello() {
   hello->set_client_name(options_.name);
   hello->set_heartbeat_interval_ms(
       static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.heartbeat)));
+  {
+    // If the server still has this session, on another connection, it
+    // learns from these what that connection lost (docs/protocol.md).
+    absl::MutexLock lock(&mu_);
+    for (const auto& [sid, e] : subs_) {
+      if (e.sub == nullptr) continue;
+      v1::ResumeState* r = hello->add_resume();
+      r->set_sid(sid);
+      r->set_received(e.sub->io_received);
+      r->set_returned(e.sub->io_returned);
+    }
+  }
   // Straight to the socket, ahead of anything blocked: Hello opens the
   // session the rest belongs to. If it would block (no connection yet), the
   // next retry sends it.
@@ -614,6 +626,8 @@ void RemoteCore::SendSubscribe(uint64_t sid,
       sub->unreturned = window - buffered - static_cast<int64_t>(grant);
       sub->granted = grant;
       ++sub->incarnation;
+      sub->io_received = 0;
+      sub->io_returned = 0;
       sub->epoch = epoch;
     } else {
       grant = sub->granted;  // The same request again: the same accounting.
@@ -627,6 +641,15 @@ void RemoteCore::SendSubscribe(uint64_t sid,
   env.mutable_subscribe()->set_sid(sid);
   env.mutable_subscribe()->set_initial_credit(grant);
   SendControl(env);
+}
+
+void RemoteCore::SendCredit(RemoteSub& sub, uint64_t messages) {
+  v1::Envelope credit;
+  credit.mutable_credit()->set_sid(sub.sid);
+  credit.mutable_credit()->set_messages(messages);
+  SendControl(credit);
+  sub.io_returned += messages;
+  Bump(counters_.credit_returned, messages);
 }
 
 void RemoteCore::SendUnsubscribe(uint64_t sid, uint64_t request_id) {
@@ -649,9 +672,17 @@ void RemoteCore::Loop() {
   try {
     socket.set(zmq::sockopt::linger, 0);
     monitor.set(zmq::sockopt::linger, 0);
-    // Queue only to a completed connection: while there is none, a send
-    // fails at once (EAGAIN) instead of piling up behind a dead peer.
-    socket.set(zmq::sockopt::immediate, 1);
+    // Not ZMQ_IMMEDIATE: with it, libzmq 4.3.4 terminates the socket's
+    // pipe without delay when the connection drops, and a Deliver being
+    // read at that moment aborts the process in fq.cpp (`!_more`, libzmq
+    // issues #2163 and #3663; seen in RemoteClientTest's broken-connection
+    // test). Without it the pipe outlives the connection: what is sent
+    // while there is none waits in it (up to the high-water mark) and goes
+    // out, ahead of the next Hello, on the next connection, where the
+    // server refuses it as sessionless (Error.no_session) unless it is the
+    // Hello. Nothing is processed twice and nothing is counted wrong:
+    // batches refused that way are counted lost at the next Welcome.
+    socket.set(zmq::sockopt::immediate, 0);
     const std::string monitor_endpoint = absl::StrCat(
         "inproc://herald-sdk-monitor-", reinterpret_cast<uintptr_t>(this));
     if (zmq_socket_monitor(
@@ -973,11 +1004,13 @@ void RemoteCore::OnWelcome(const v1::Envelope& env) {
     held_credits_.clear();
   } else {
     for (const Command& c : held_credits_) {
-      v1::Envelope credit;
-      credit.mutable_credit()->set_sid(c.sid);
-      credit.mutable_credit()->set_messages(c.messages);
-      SendControl(credit);
-      Bump(counters_.credit_returned, c.messages);
+      std::shared_ptr<RemoteSub> sub;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = subs_.find(c.sid);
+        if (it != subs_.end()) sub = it->second.sub;
+      }
+      if (sub != nullptr) SendCredit(*sub, c.messages);
     }
     held_credits_.clear();
   }
@@ -1246,6 +1279,7 @@ void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {
     if (sub == nullptr) {
       discarded += static_cast<uint64_t>(end - begin);
     } else {
+      sub->io_received += static_cast<uint64_t>(end - begin);
       absl::MutexLock lock(&sub->mu);
       if (sub->closed) {
         discarded += static_cast<uint64_t>(end - begin);
@@ -1365,11 +1399,7 @@ void RemoteCore::DoWork() {
           held_credits_.push_back(c);
           break;
         }
-        v1::Envelope credit;
-        credit.mutable_credit()->set_sid(c.sid);
-        credit.mutable_credit()->set_messages(c.messages);
-        SendControl(credit);
-        Bump(counters_.credit_returned, c.messages);
+        SendCredit(*sub, c.messages);
         break;
       }
       case Command::Kind::kWake:

@@ -85,6 +85,12 @@ struct RemoteSub {
   int64_t unreturned ABSL_GUARDED_BY(mu) = 0;
   // Messages handed to the application.
   uint64_t app_delivered ABSL_GUARDED_BY(mu) = 0;
+
+  // Confined to the I/O thread: this incarnation's Deliver entries received
+  // and credit sent, for Hello.resume (a session resumed on a new
+  // connection).
+  uint64_t io_received = 0;
+  uint64_t io_returned = 0;
 };
 
 // Counters of the receive side, bumped without the core's lock.
@@ -249,6 +255,8 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // from the buffer, credit accounting reset); otherwise the last one again.
   void SendSubscribe(uint64_t sid, const std::shared_ptr<RemoteSub>& sub,
                      uint64_t request_id, bool gap, uint64_t epoch, bool fresh);
+  // Sends `messages` of credit for `sub` (I/O thread).
+  void SendCredit(RemoteSub& sub, uint64_t messages);
   void SendUnsubscribe(uint64_t sid, uint64_t request_id);
   void DoWork();
   void SendBatches();

@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "sdk/client.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/tcp_relay.h"
 #include "tests/testing/wait_for.h"
 #include "zmq.hpp"
 #include "zmq_addon.hpp"
@@ -385,6 +386,58 @@ TEST(RemoteClientTest, BrokerRefusalsReachTheErrorCallbackAndCounters) {
   absl::MutexLock lock(&mu);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].code(), absl::StatusCode::kFailedPrecondition);
+  client->reset();
+  broker.Stop();
+}
+
+// The connection breaks while deliveries are in flight, both processes
+// alive: the client resumes its session from a new connection, and every
+// message published is either received or reported missed (as the server's
+// deliveries_lost), with the credit window intact so that the rest arrives.
+TEST(RemoteClientTest, ABrokenConnectionResumesAndReportsWhatItLost) {
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*"), IsOk());
+  const std::string& endpoint = broker.server->sdk_endpoint();
+  const int port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+  auto relay = testing::TcpRelay::Start(port);
+  ASSERT_THAT(relay, IsOk());
+  auto client =
+      Client::Connect(absl::StrCat("tcp://127.0.0.1:", (*relay)->port()));
+  ASSERT_THAT(client, IsOk());
+  SubscriptionOptions options;
+  constexpr uint64_t kMessages = 20000;
+  options.queue_capacity = kMessages;  // No drop in the broker's queue.
+  auto sub = (*client)->Subscribe("cut.t", options);
+  ASSERT_THAT(sub, IsOk());
+  for (uint64_t i = 0; i < kMessages; ++i) {
+    ASSERT_THAT(broker.broker->Publish("cut.t", absl::StrCat(i)), IsOk());
+  }
+
+  uint64_t received = 0;
+  uint64_t missed = 0;
+  uint64_t last_sequence = 0;
+  bool cut = false;
+  while (received + missed < kMessages) {
+    if (!cut && received >= kMessages / 4) {
+      ASSERT_EQ((*relay)->Cut(), 1);  // Mid-stream: the window is in flight.
+      cut = true;
+    }
+    absl::StatusOr<Received> r = sub->Receive(kWait);
+    ASSERT_THAT(r, IsOk()) << "received " << received << ", missed " << missed;
+    // Sequences run on, except for what was reported missed.
+    ASSERT_EQ(r->sequence(), last_sequence + 1 + r->missed());
+    EXPECT_FALSE(r->gap());  // Resumed, not made again.
+    last_sequence = r->sequence();
+    missed += r->missed();
+    ++received;
+  }
+  EXPECT_EQ(received + missed, kMessages);
+  RecordProperty("missed", static_cast<int>(missed));
+  const v1::ServerStats server = broker.server->Stats();
+  EXPECT_EQ(server.deliveries_lost(), missed);
+  EXPECT_EQ(server.sessions_opened(), 1u);  // One session, resumed.
+  EXPECT_GE((*relay)->accepted(), 2);
+  EXPECT_GE((*client)->Stats().reconnects, 1u);
   client->reset();
   broker.Stop();
 }

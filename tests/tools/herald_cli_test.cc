@@ -336,7 +336,7 @@ TEST_F(HeraldCliTest, StatsTableShowsExactCounts) {
   // The server's part: the stats command's own session is the only one.
   EXPECT_THAT(lines,
               Contains("sessions: 1 active (1 opened, 0 expired, 0 closed, "
-                       "0 refused)"));
+                       "0 detached, 0 refused)"));
   EXPECT_THAT(lines, Contains(MatchesRegex(
                          "ID +PATTERN +GROUP +POLICY +CAPACITY +MATCHED +"
                          "DELIVERED +DROPPED +QUEUED +HIGH_WATER +"

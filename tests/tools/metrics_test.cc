@@ -233,6 +233,8 @@ TEST(PrometheusTextTest, WritesServerCountersOnlyWithServerStats) {
   server.set_no_session(5);
   server.set_plain_published(6);
   server.set_remote_subscriptions(7);
+  server.set_sessions_detached(8);
+  server.set_deliveries_lost(9);
 
   const std::string with = PrometheusText(v1::BrokerStats(), server);
   const std::string without = PrometheusText(v1::BrokerStats(), nullptr);
@@ -245,7 +247,11 @@ TEST(PrometheusTextTest, WritesServerCountersOnlyWithServerStats) {
   EXPECT_TRUE(HasLine(
       with, R"(herald_server_input_refused_total{reason="no_session"} 5)"));
   EXPECT_TRUE(HasLine(with, "herald_server_plain_published_total 6"));
-  EXPECT_TRUE(HasLine(with, "herald_server_remote_subscriptions_total 7"));
+  // Open now: a gauge (it goes down as subscriptions close).
+  EXPECT_TRUE(HasLine(with, "herald_server_remote_subscriptions 7"));
+  EXPECT_TRUE(HasLine(with, "# TYPE herald_server_remote_subscriptions gauge"));
+  EXPECT_TRUE(HasLine(with, "herald_server_sessions_detached_total 8"));
+  EXPECT_TRUE(HasLine(with, "herald_server_deliveries_lost_total 9"));
   EXPECT_THAT(without, Not(HasSubstr("herald_server_")));
   EXPECT_THAT(without, HasSubstr("herald_published_total 0\n"));
 }

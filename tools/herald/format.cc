@@ -165,11 +165,13 @@ std::string StatsText(const v1::BrokerStats& b, const v1::ServerStats* server) {
     absl::StrAppend(&out, "sessions: ", s.sessions_active(), " active (",
                     s.sessions_opened(), " opened, ", s.sessions_expired(),
                     " expired, ", s.sessions_closed(), " closed, ",
-                    s.clients_refused(), " refused)\n");
+                    s.sessions_detached(), " detached, ", s.clients_refused(),
+                    " refused)\n");
     absl::StrAppend(&out, "network: publish accepted: ", s.publish_accepted(),
                     ", publish refused: ", s.publish_refused(),
                     ", delivered: ", s.delivered(),
                     ", send failures: ", s.send_failures(),
+                    ", lost with a connection: ", s.deliveries_lost(),
                     ", remote subscriptions: ", s.remote_subscriptions(), "\n");
     absl::StrAppend(&out, "refused input: bad_magic: ", s.bad_magic(),
                     ", unsupported_version: ", s.unsupported_version(),

@@ -307,8 +307,8 @@ void WriteServer(const v1::ServerStats& s, Exposition& e) {
        "SDK sessions expired after session_ttl without traffic.",
        s.sessions_expired()},
       {"herald_server_sessions_closed_total", kCounter,
-       "SDK sessions closed otherwise: the client's Goodbye, an unreachable "
-       "peer, or the server stopping.",
+       "SDK sessions closed otherwise: the client's Goodbye, a new session "
+       "on the same connection, or the server stopping.",
        s.sessions_closed()},
       {"herald_server_frames_received_total", kCounter,
        "Messages received on the SDK endpoint.", s.frames_received()},
@@ -346,10 +346,19 @@ void WriteServer(const v1::ServerStats& s, Exposition& e) {
        s.disconnects()},
       {"herald_server_send_failures_total", kCounter,
        "Sends that failed although within credit.", s.send_failures()},
-      {"herald_server_remote_subscriptions_total", kCounter,
-       "SDK subscriptions made (each a broker subscription, listed with the "
-       "herald_subscription_ families while open).",
+      {"herald_server_remote_subscriptions", kGauge,
+       "SDK subscriptions open now (each a broker subscription, listed with "
+       "the herald_subscription_ families).",
        s.remote_subscriptions()},
+      {"herald_server_sessions_detached_total", kCounter,
+       "SDK sessions whose connection a send found gone; each waits for its "
+       "client to resume it from a new connection, or expires.",
+       s.sessions_detached()},
+      {"herald_server_deliveries_lost_total", kCounter,
+       "Deliveries sent on a connection that broke before they arrived, as "
+       "told by the client resuming its session (reported to the subscriber "
+       "as missed).",
+       s.deliveries_lost()},
       {"herald_server_plain_published_total", kCounter,
        "Messages published through the plain (XSUB) endpoint.",
        s.plain_published()},

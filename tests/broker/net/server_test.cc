@@ -88,11 +88,15 @@ class RawClient {
     return std::nullopt;
   }
 
-  v1::Welcome Hello(const std::string& session_id = "session-0123456") {
+  v1::Welcome Hello(const std::string& session_id = "session-0123456",
+                    const std::vector<v1::ResumeState>& resume = {}) {
     v1::Envelope env;
     env.set_request_id(NextId());
     env.mutable_hello()->set_session_id(session_id);
     env.mutable_hello()->set_protocol_version(kProtocolVersion);
+    for (const v1::ResumeState& r : resume) {
+      *env.mutable_hello()->add_resume() = r;
+    }
     Send(env);
     auto r = ReceiveBody(v1::Envelope::kWelcome);
     EXPECT_TRUE(r.has_value());
@@ -142,6 +146,20 @@ class RawClient {
     Send(env);
     auto r = ReceiveBody(v1::Envelope::kPong);
     return r && r->env.request_id() == id;
+  }
+
+  // Receives Deliver messages until `n` entries came (skipping others);
+  // fewer on timeout.
+  std::vector<v1::DeliverEntry> ReceiveEntries(size_t n) {
+    std::vector<v1::DeliverEntry> entries;
+    while (entries.size() < n) {
+      auto r = ReceiveBody(v1::Envelope::kDeliver);
+      if (!r) break;
+      for (const v1::DeliverEntry& e : r->env.deliver().entries()) {
+        entries.push_back(e);
+      }
+    }
+    return entries;
   }
 
   uint64_t NextId() { return ++request_id_; }
@@ -361,6 +379,50 @@ TEST_F(ServerTest, OversizedFrameBeyondTheHardCapDropsOnlyThatConnection) {
   bad->Publish(1, {"t"}, {std::string(3 << 20, 'x')}, 1);  // Over 1000 + 1MiB.
   ASSERT_TRUE(WaitFor([&] { return server_->Stats().disconnects() >= 1; }));
   EXPECT_TRUE(good->Flush());
+}
+
+TEST_F(ServerTest, ASessionResumedOnANewConnectionGetsItsCreditAndLossBack) {
+  constexpr char kSession[] = "resume-session-1";
+  auto first = Connect();
+  first->Hello(kSession);
+  ASSERT_EQ(first->Subscribe(1, "r.t", /*credit=*/4).body_case(),
+            v1::Envelope::kAck);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_THAT(broker_->Publish("r.t", absl::StrCat(i)), IsOk());
+  }
+  // The whole credit goes out: 4 entries, sequences 1 to 4.
+  const std::vector<v1::DeliverEntry> before = first->ReceiveEntries(4);
+  ASSERT_EQ(before.size(), 4u);
+  ASSERT_TRUE(WaitFor([&] { return server_->Stats().delivered() == 4; }));
+  first.reset();  // The connection breaks.
+
+  // The same client on a new connection says it received only 2 of them
+  // (the other 2 were in transit) and returned no credit.
+  auto second = Connect();
+  v1::ResumeState state;
+  state.set_sid(1);
+  state.set_received(2);
+  state.set_returned(0);
+  EXPECT_TRUE(second->Hello(kSession, {state}).resumed());
+
+  // Credit is 4 - 2 in flight = 2 again, and the next delivery reports the
+  // 2 lost ones as missed. Without the resume state the credit would stay
+  // at 0 for good and the loss would be silent.
+  const std::vector<v1::DeliverEntry> after = second->ReceiveEntries(2);
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_EQ(after[0].sequence(), 5u);
+  EXPECT_EQ(after[0].missed(), 2u);
+  EXPECT_EQ(after[1].sequence(), 6u);
+  EXPECT_EQ(after[1].missed(), 0u);
+  EXPECT_EQ(server_->Stats().deliveries_lost(), 2u);
+  // Exactly 2: nothing more comes until credit is returned.
+  ASSERT_TRUE(second->Flush());
+  EXPECT_EQ(server_->Stats().delivered(), 6u);
+
+  second->Credit(1, 4);
+  const std::vector<v1::DeliverEntry> rest = second->ReceiveEntries(4);
+  ASSERT_EQ(rest.size(), 4u);
+  EXPECT_EQ(rest.back().sequence(), 10u);
 }
 
 TEST_F(ServerTest, RequestsWithoutSessionAreRefused) {
