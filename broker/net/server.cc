@@ -194,6 +194,9 @@ class Server::Impl {
   void HandleHello(const std::string& routing_id, const v1::Envelope& env);
   void HandlePublish(Session& s, const v1::Envelope& env,
                      std::vector<zmq::message_t>& frames);
+  // Settles a Publish batch: Ack{acked_batch_sequence} if asked for.
+  void SendBatchAck(Session& s, const v1::Envelope& env,
+                    const v1::Publish& publish);
   void HandleSubscribe(Session& s, const v1::Envelope& env);
   void HandleUnsubscribe(Session& s, const v1::Envelope& env);
   void HandleCredit(Session& s, const v1::Envelope& env);
@@ -748,23 +751,24 @@ void Server::Impl::HandlePublish(Session& s, const v1::Envelope& env,
   const size_t payloads = frames.size() - 3;
   v1::Error where;
   where.set_batch_sequence(publish.batch_sequence());
-  if (static_cast<size_t>(publish.entries_size()) != payloads) {
+  // Refuses the whole batch, then settles it with the usual Ack.
+  auto refuse_batch = [&](const absl::Status& status) {
     Bump(counters_.malformed);
-    SendError(s.routing_id, env.request_id(),
-              absl::InvalidArgumentError(
-                  absl::StrCat("publish: ", publish.entries_size(),
-                               " entries but ", payloads, " payload frames")),
-              where);
+    v1::Error whole = where;
+    whole.set_whole_batch(true);
+    SendError(s.routing_id, env.request_id(), status, std::move(whole));
+    SendBatchAck(s, env, publish);
+  };
+  if (static_cast<size_t>(publish.entries_size()) != payloads) {
+    refuse_batch(absl::InvalidArgumentError(
+        absl::StrCat("publish: ", publish.entries_size(), " entries but ",
+                     payloads, " payload frames")));
     return;
   }
   if (payloads > options_.max_batch_messages) {
-    Bump(counters_.malformed);
-    SendError(
-        s.routing_id, env.request_id(),
-        absl::InvalidArgumentError(absl::StrCat(
-            "publish: ", payloads, " entries is over max_batch_messages (",
-            options_.max_batch_messages, ")")),
-        where);
+    refuse_batch(absl::InvalidArgumentError(absl::StrCat(
+        "publish: ", payloads, " entries is over max_batch_messages (",
+        options_.max_batch_messages, ")")));
     return;
   }
   Headers headers;
@@ -786,14 +790,18 @@ void Server::Impl::HandlePublish(Session& s, const v1::Envelope& env,
     e.set_entry_index(static_cast<uint32_t>(i));
     SendError(s.routing_id, env.request_id(), r.status(), e);
   }
+  SendBatchAck(s, env, publish);
+}
+
+void Server::Impl::SendBatchAck(Session& s, const v1::Envelope& env,
+                                const v1::Publish& publish) {
   s.last_batch = std::max(s.last_batch, publish.batch_sequence());
-  if (env.request_id() != 0) {
-    v1::Envelope ack;
-    ack.set_request_id(env.request_id());
-    ack.mutable_ack()->set_acked_batch_sequence(s.last_batch);
-    ack.mutable_ack()->set_broker_epoch(epoch_);
-    if (!Send(s.routing_id, ack)) Detach(s.routing_id);
-  }
+  if (env.request_id() == 0) return;
+  v1::Envelope ack;
+  ack.set_request_id(env.request_id());
+  ack.mutable_ack()->set_acked_batch_sequence(s.last_batch);
+  ack.mutable_ack()->set_broker_epoch(epoch_);
+  if (!Send(s.routing_id, ack)) Detach(s.routing_id);
 }
 
 void Server::Impl::HandleSubscribe(Session& s, const v1::Envelope& env) {

@@ -1170,9 +1170,12 @@ void RemoteCore::OnError(const v1::Envelope& env) {
         absl::MutexLock lock(&mu_);
         for (SentBatch& b : unacked_) {
           if (b.sequence != error.batch_sequence()) continue;
-          ++b.refused;
-          ++stats_.publish_dropped_by_reason[static_cast<size_t>(
-              PublishDrop::kBrokerRefused)];
+          // The whole batch, or one entry of it.
+          const uint64_t refused =
+              error.whole_batch() ? b.messages - b.refused : 1;
+          b.refused += refused;
+          stats_.publish_dropped_by_reason[static_cast<size_t>(
+              PublishDrop::kBrokerRefused)] += refused;
           found = true;
           break;
         }
@@ -1180,9 +1183,12 @@ void RemoteCore::OnError(const v1::Envelope& env) {
       if (found) {
         ReportError(absl::Status(
             status.code(),
-            absl::StrCat("publish batch ", error.batch_sequence(), " entry ",
-                         error.entry_index(),
-                         " refused by the broker: ", status.message())));
+            error.whole_batch()
+                ? absl::StrCat("publish batch ", error.batch_sequence(),
+                               " refused by the broker: ", status.message())
+                : absl::StrCat("publish batch ", error.batch_sequence(),
+                               " entry ", error.entry_index(),
+                               " refused by the broker: ", status.message())));
       }
       return;
     }

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <string>
@@ -442,36 +443,46 @@ TEST(RemoteClientTest, ABrokenConnectionResumesAndReportsWhatItLost) {
   broker.Stop();
 }
 
-// A scripted broker on a raw ROUTER: it welcomes the client, takes three
-// publish batches, and acknowledges only the third, as if ZeroMQ had lost
-// the first two with a broken connection. The cumulative Ack must not count
-// them as processed.
-TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
-  zmq::context_t context;
-  zmq::socket_t router(context, zmq::socket_type::router);
-  router.set(zmq::sockopt::linger, 0);
-  router.bind("tcp://127.0.0.1:*");
-  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+// A scripted broker on a raw ROUTER: it welcomes every Hello, answers every
+// Ping, and hands each Publish to `on_publish`, which may answer through
+// `reply`.
+class ScriptedBroker {
+ public:
+  using Reply = std::function<void(const v1::Envelope&)>;
+  using OnPublish = std::function<void(const v1::Envelope&, const Reply&)>;
 
-  absl::Mutex mu;
-  int batches_seen = 0;  // Guarded by mu.
-  std::atomic<bool> done{false};
-  std::thread broker([&] {
-    auto reply = [&](const std::string& id, const v1::Envelope& env) {
-      router.send(zmq::buffer(id), zmq::send_flags::sndmore);
-      router.send(zmq::buffer(net::MagicFrame()), zmq::send_flags::sndmore);
-      router.send(zmq::buffer(env.SerializeAsString()));
-    };
-    while (!done.load()) {
-      zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+  explicit ScriptedBroker(OnPublish on_publish)
+      : router_(context_, zmq::socket_type::router),
+        on_publish_(std::move(on_publish)) {
+    router_.set(zmq::sockopt::linger, 0);
+    router_.bind("tcp://127.0.0.1:*");
+    endpoint_ = router_.get(zmq::sockopt::last_endpoint);
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~ScriptedBroker() {
+    done_.store(true);
+    thread_.join();
+  }
+
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  void Loop() {
+    while (!done_.load()) {
+      zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, std::chrono::milliseconds(20));
       if ((item.revents & ZMQ_POLLIN) == 0) continue;
       std::vector<zmq::message_t> frames;
-      (void)zmq::recv_multipart(router, std::back_inserter(frames));
+      (void)zmq::recv_multipart(router_, std::back_inserter(frames));
       if (frames.size() < 3) continue;
       v1::Envelope in;
       if (!in.ParseFromArray(frames[2].data(), frames[2].size())) continue;
       const std::string id = frames[0].to_string();
+      const Reply reply = [&](const v1::Envelope& env) {
+        router_.send(zmq::buffer(id), zmq::send_flags::sndmore);
+        router_.send(zmq::buffer(net::MagicFrame()), zmq::send_flags::sndmore);
+        router_.send(zmq::buffer(env.SerializeAsString()));
+      };
       if (in.has_hello()) {
         v1::Envelope welcome;
         welcome.set_request_id(in.request_id());
@@ -481,28 +492,54 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
         w->set_max_subscriptions(16);
         w->set_max_batch_messages(64);
         w->set_max_credit(1024);
-        reply(id, welcome);
+        reply(welcome);
       } else if (in.has_publish()) {
+        on_publish_(in, reply);
+      } else if (in.has_ping()) {
+        v1::Envelope pong;
+        pong.set_request_id(in.request_id());
+        pong.mutable_pong();
+        reply(pong);
+      }
+    }
+  }
+
+  zmq::context_t context_;
+  zmq::socket_t router_;
+  std::string endpoint_;
+  const OnPublish on_publish_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+v1::Envelope AckOf(const v1::Envelope& publish) {
+  v1::Envelope ack;
+  ack.set_request_id(publish.request_id());
+  ack.mutable_ack()->set_acked_batch_sequence(
+      publish.publish().batch_sequence());
+  return ack;
+}
+
+// The broker acknowledges only the third of three publish batches, as if
+// ZeroMQ had lost the first two with a broken connection. The cumulative Ack
+// must not count them as processed.
+TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
+  absl::Mutex mu;
+  int batches_seen = 0;  // Guarded by mu.
+  ScriptedBroker broker(
+      [&](const v1::Envelope& in, const ScriptedBroker::Reply& reply) {
         int seen;
         {
           absl::MutexLock lock(&mu);
           seen = ++batches_seen;
         }
-        if (seen == 3) {
-          v1::Envelope ack;
-          ack.set_request_id(in.request_id());
-          ack.mutable_ack()->set_acked_batch_sequence(
-              in.publish().batch_sequence());
-          reply(id, ack);
-        }
-      }
-    }
-  });
+        if (seen == 3) reply(AckOf(in));
+      });
 
   ClientOptions options;
   options.max_unacked_batches = 3;
   options.linger = absl::ZeroDuration();
-  auto client = Client::Connect(endpoint, options);
+  auto client = Client::Connect(broker.endpoint(), options);
   ASSERT_THAT(client, IsOk());
   auto publisher = (*client)->CreatePublisher({});
   ASSERT_THAT(publisher, IsOk());
@@ -525,8 +562,39 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
                                  stats.publish_in_flight +
                                  stats.publish_dropped());
   client->reset();
-  done.store(true);
-  broker.join();
+}
+
+// The broker refuses every batch as a whole, then settles it with its Ack:
+// every message counts refused, whatever the batches held, none acked.
+TEST(RemoteClientTest, AWholeBatchRefusalCountsEveryMessageOfIt) {
+  ScriptedBroker broker([](const v1::Envelope& in,
+                           const ScriptedBroker::Reply& reply) {
+    v1::Envelope error;
+    error.set_request_id(in.request_id());
+    error.mutable_error()->set_status_code(
+        static_cast<int>(absl::StatusCode::kInvalidArgument));
+    error.mutable_error()->set_batch_sequence(in.publish().batch_sequence());
+    error.mutable_error()->set_whole_batch(true);
+    reply(error);
+    reply(AckOf(in));
+  });
+  ClientOptions options;
+  options.linger = absl::ZeroDuration();
+  auto client = Client::Connect(broker.endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  constexpr uint64_t kMessages = 50;  // Batched as the I/O thread goes.
+  for (uint64_t i = 0; i < kMessages; ++i) {
+    ASSERT_THAT(publisher->Publish("t", absl::StrCat("m", i)), IsOk());
+  }
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kBrokerRefused), kMessages);
+  EXPECT_EQ(stats.publish_acked, 0u);
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 0u);
+  EXPECT_EQ(stats.batches_acked, stats.batches_sent);
+  client->reset();
 }
 
 }  // namespace

@@ -459,12 +459,20 @@ TEST_F(ServerTest, ForeignPeersAndBadFramesAreCountedAndAnswered) {
   ASSERT_TRUE(error.has_value());
   EXPECT_EQ(error->env.error().status_code(),
             static_cast<int>(absl::StatusCode::kUnimplemented));
-  // Entries and payload frames that do not match: kInvalidArgument.
-  client->Publish(1, {"a", "b"}, {"only one"}, 0);
+  // Entries and payload frames that do not match: kInvalidArgument for the
+  // whole batch (not for an entry), then the Ack that settles it.
+  client->Publish(7, {"a", "b"}, {"only one"}, /*request_id=*/99);
   error = client->ReceiveBody(v1::Envelope::kError);
   ASSERT_TRUE(error.has_value());
   EXPECT_THAT(error->env.error().message(), HasSubstr("payload frames"));
+  EXPECT_TRUE(error->env.error().whole_batch());
+  EXPECT_EQ(error->env.error().batch_sequence(), 7u);
+  auto ack = client->ReceiveBody(v1::Envelope::kAck);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->env.request_id(), 99u);
+  EXPECT_EQ(ack->env.ack().acked_batch_sequence(), 7u);
   EXPECT_TRUE(client->Flush());
+  EXPECT_EQ(broker_->Stats().published(), 0u);
   const v1::ServerStats s = server_->Stats();
   EXPECT_EQ(s.bad_magic(), 1u);
   EXPECT_EQ(s.unsupported_version(), 1u);
