@@ -284,14 +284,32 @@ SubscriptionTotals BrokerCore::Unsubscribe(
   // A second Close() returns the frozen totals again.
   if (state->owner_closed()) return state->FinishClose();
   state->MarkClosing();
-  registry_.Remove(state.get());
-  const SubscriptionTotals totals = state->FinishClose();
+  SubscriptionState* const removed[] = {state.get()};
+  registry_.Remove(removed);
+  return Closed(*state);
+}
+
+SubscriptionTotals BrokerCore::Closed(SubscriptionState& state) {
+  const SubscriptionTotals totals = state.FinishClose();
   absl::MutexLock lock(&mu_);
-  if (subs_.erase(state->id()) > 0) {
+  if (subs_.erase(state.id()) > 0) {
     ++closed_count_;
     AddTotals(totals, &closed_totals_);
   }
   return totals;
+}
+
+void BrokerCore::CloseTogether(absl::Span<Subscription* const> subscriptions) {
+  std::vector<SubscriptionState*> closing;
+  closing.reserve(subscriptions.size());
+  for (Subscription* s : subscriptions) {
+    SubscriptionState* state = s->state_.get();
+    if (state == nullptr || state->owner_closed()) continue;
+    state->MarkClosing();
+    closing.push_back(state);
+  }
+  registry_.Remove(closing);
+  for (SubscriptionState* state : closing) Closed(*state);
 }
 
 v1::BrokerStats BrokerCore::Stats() const {

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "broker/broker.h"
 #include "broker/internal/dispatcher.h"
 #include "broker/internal/registry.h"
@@ -72,11 +73,19 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   // Closes `state` (see Subscription::Close()).
   SubscriptionTotals Unsubscribe(
       const std::shared_ptr<SubscriptionState>& state);
+  // Closes every valid one of `subscriptions` (of this broker) as
+  // Subscription::Close() does, with one grace period for them all instead
+  // of one each: for closing many at once (a server's sessions).
+  void CloseTogether(absl::Span<Subscription* const> subscriptions);
 
   v1::BrokerStats Stats() const;
   v1::BrokerStats Shutdown(absl::Time drain_deadline);
 
  private:
+  // The last step of closing `state` once no publisher can reach it: its
+  // totals freeze and move to the broker's closed totals.
+  SubscriptionTotals Closed(SubscriptionState& state);
+
   // Checks what Publish() must refuse, counting the refusal. With
   // `topic_known`, the topic has a registry entry and is valid.
   absl::Status CheckMessage(absl::string_view topic, absl::string_view payload,

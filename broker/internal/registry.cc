@@ -384,28 +384,29 @@ absl::Status Registry::Add(SubscriptionState* s) {
   return status;
 }
 
-void Registry::Remove(SubscriptionState* s) {
+void Registry::Remove(absl::Span<SubscriptionState* const> subs) {
   Retired retired;
   {
     absl::MutexLock lock(&writers_mu_);
-    if (s->group().empty()) {
-      RemoveTargetLocked(Target{s, nullptr}, &retired);
-    } else {
+    for (SubscriptionState* s : subs) {
+      if (s->group().empty()) {
+        RemoveTargetLocked(Target{s, nullptr}, &retired);
+        continue;
+      }
       const std::string key = GroupKey(*s);
       auto it = groups_.find(key);
-      if (it != groups_.end()) {
-        GroupState* group = it->second.get();
-        retired.members.push_back(group->RemoveMember(s));
-        if (group->member_count() == 0) {
-          RemoveTargetLocked(Target{nullptr, group}, &retired);
-          retired.groups.push_back(std::move(it->second));
-          groups_.erase(it);
-        }
+      if (it == groups_.end()) continue;
+      GroupState* group = it->second.get();
+      retired.members.push_back(group->RemoveMember(s));
+      if (group->member_count() == 0) {
+        RemoveTargetLocked(Target{nullptr, group}, &retired);
+        retired.groups.push_back(std::move(it->second));
+        groups_.erase(it);
       }
     }
   }
-  // After this, no publisher holds a list (or member list) naming `s`, and
-  // the counters of a removed group are final.
+  // After this, no publisher holds a list (or member list) naming any of
+  // `subs`, and the counters of a removed group are final.
   SynchronizeAll();
   Reclaim(retired);
   for (const auto& group : retired.groups) {

@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "broker/internal/subscription_state.h"
 #include "broker/internal/topic_index.h"
 #include "schemas/stats.pb.h"
@@ -167,8 +168,9 @@ class Registry {
   // Adds a subscription (or queue-group member). Returns kResourceExhausted
   // when an exact pattern needs a new topic entry past max_topics.
   absl::Status Add(SubscriptionState* s);
-  // Removes it; on return no publisher can reach it.
-  void Remove(SubscriptionState* s);
+  // Removes them; on return no publisher can reach any of them. One grace
+  // period serves them all.
+  void Remove(absl::Span<SubscriptionState* const> subs);
   // A topic handle's entry: created if needed (kResourceExhausted past
   // max_topics), pinned against eviction until ReleaseTopic().
   absl::StatusOr<TopicEntry*> AcquireTopic(absl::string_view topic);

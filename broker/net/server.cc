@@ -211,6 +211,7 @@ class Server::Impl {
   bool Send(const std::string& routing_id, const v1::Envelope& env,
             std::vector<zmq::message_t>* payloads = nullptr);
   void CloseSession(const std::string& routing_id, bool expired);
+  void CloseSessions(const std::vector<std::string>& routing_ids, bool expired);
   // The session's peer is gone: see Session::detached.
   void Detach(const std::string& routing_id);
   void ExpireSessions();
@@ -944,17 +945,34 @@ void Server::Impl::ResumeOnNewConnection(Session& s, const v1::Hello& hello) {
 }
 
 void Server::Impl::CloseSession(const std::string& routing_id, bool expired) {
-  auto it = sessions_.find(routing_id);
-  if (it == sessions_.end()) return;
-  for (auto& [sid, rs] : it->second->subs) {
-    // The totals stay in the broker's stats (closed_*).
-    rs->subscription.Close().IgnoreError();
-    counters_.remote_subscriptions.fetch_sub(1, std::memory_order_relaxed);
-    keys_.erase(rs->key);
-    ready_.erase(rs->key);
+  CloseSessions({routing_id}, expired);
+}
+
+void Server::Impl::CloseSessions(const std::vector<std::string>& routing_ids,
+                                 bool expired) {
+  // Their subscriptions close together: one grace period for them all, so
+  // that closing many sessions (Stop()) is not one grace period each.
+  std::vector<Subscription*> subscriptions;
+  for (const std::string& rid : routing_ids) {
+    auto it = sessions_.find(rid);
+    if (it == sessions_.end()) continue;
+    for (auto& [sid, rs] : it->second->subs) {
+      subscriptions.push_back(&rs->subscription);
+    }
   }
-  sessions_.erase(it);
-  Bump(expired ? counters_.sessions_expired : counters_.sessions_closed);
+  // The totals stay in the broker's stats (closed_*).
+  core_.CloseTogether(subscriptions);
+  for (const std::string& rid : routing_ids) {
+    auto it = sessions_.find(rid);
+    if (it == sessions_.end()) continue;
+    for (auto& [sid, rs] : it->second->subs) {
+      counters_.remote_subscriptions.fetch_sub(1, std::memory_order_relaxed);
+      keys_.erase(rs->key);
+      ready_.erase(rs->key);
+    }
+    sessions_.erase(it);
+    Bump(expired ? counters_.sessions_expired : counters_.sessions_closed);
+  }
   counters_.sessions_active.store(sessions_.size(), std::memory_order_relaxed);
 }
 
@@ -975,7 +993,7 @@ void Server::Impl::ExpireSessions() {
   for (const auto& [rid, s] : sessions_) {
     if (now - s->last_seen > options_.session_ttl) expired.push_back(rid);
   }
-  for (const std::string& rid : expired) CloseSession(rid, true);
+  if (!expired.empty()) CloseSessions(expired, /*expired=*/true);
 }
 
 // ------------------------------------------------------------ deliveries
@@ -1131,7 +1149,7 @@ void Server::Impl::SendGoodbyes() {
     bye.mutable_goodbye()->set_reason("server stopping");
     if (!Send(rid, bye)) gone.push_back(rid);
   }
-  for (const std::string& rid : gone) CloseSession(rid, false);
+  CloseSessions(gone, /*expired=*/false);
 }
 
 void Server::Impl::Shutdown() {
@@ -1139,7 +1157,7 @@ void Server::Impl::Shutdown() {
   std::vector<std::string> routing_ids;
   for (const auto& [rid, s] : sessions_) routing_ids.push_back(rid);
   // Closing a remote subscription keeps its totals in the broker's stats.
-  for (const std::string& rid : routing_ids) CloseSession(rid, false);
+  CloseSessions(routing_ids, /*expired=*/false);
   if (plain_feed_.valid()) plain_feed_.Close().IgnoreError();  // Same.
   plain_pending_.clear();
   // Unsent messages may go out for the configured linger, within the

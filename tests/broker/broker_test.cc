@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "broker/internal/broker_core.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -74,6 +75,55 @@ TEST(BrokerTest, PublishReachesExactAndWildcardSubscribers) {
   }
   EXPECT_THAT(other->TryReceive(),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
+}
+
+// The network server closes a session's subscriptions together, sharing
+// one grace period: each ends as its own Close() would have ended it.
+TEST(BrokerTest, ClosingTogetherEndsEachAsCloseDoes) {
+  auto broker = MakeBroker();
+  SubscriptionOptions in_group;
+  in_group.queue_group = "g";
+  auto exact = broker->Subscribe("t.a", {});
+  auto wildcard = broker->Subscribe("t.*", {});
+  auto member = broker->Subscribe("t.a", in_group);
+  auto stays = broker->Subscribe("t.a", in_group);
+  ASSERT_THAT(exact, IsOk());
+  ASSERT_THAT(wildcard, IsOk());
+  ASSERT_THAT(member, IsOk());
+  ASSERT_THAT(stays, IsOk());
+  ASSERT_THAT(broker->Publish("t.a", "1"),
+              IsOkAndHolds(::testing::Field(&PublishResult::matched, 3u)));
+
+  Subscription* const together[] = {&*exact, &*wildcard, &*member};
+  internal::CoreOf(*broker).CloseTogether(together);
+
+  EXPECT_FALSE(exact->valid());
+  EXPECT_FALSE(wildcard->valid());
+  EXPECT_FALSE(member->valid());
+  EXPECT_TRUE(stays->valid());
+  // A later Close() returns the frozen totals: the one message each held
+  // counts as abandoned (the group gave it to one of its two members).
+  absl::StatusOr<SubscriptionTotals> t = exact->Close();
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->matched, 1u);
+  EXPECT_EQ(t->abandoned, 1u);
+  t = wildcard->Close();
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->abandoned, 1u);
+  absl::StatusOr<SubscriptionTotals> m = member->Close();
+  absl::StatusOr<SubscriptionTotals> s = stays->Totals();
+  ASSERT_THAT(m, IsOk());
+  ASSERT_THAT(s, IsOk());
+  EXPECT_EQ(m->matched + s->matched, 1u);
+
+  // Nothing reaches the closed ones any more; the group's last member
+  // takes everything.
+  ASSERT_THAT(broker->Publish("t.a", "2"),
+              IsOkAndHolds(::testing::Field(&PublishResult::matched, 1u)));
+  EXPECT_EQ(stays->Totals()->matched, s->matched + 1);
+  const v1::BrokerStats stats = broker->Stats();
+  EXPECT_EQ(stats.subscriptions_active(), 1u);
+  EXPECT_EQ(stats.subscriptions_closed(), 3u);
 }
 
 TEST(BrokerTest, PublishWithoutSubscribersMatchesNothing) {
