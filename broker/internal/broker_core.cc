@@ -107,17 +107,25 @@ absl::Status BrokerCore::CheckMessage(absl::string_view topic,
 
 PublishResult BrokerCore::FanOut(const MatchList* list, absl::string_view topic,
                                  absl::string_view payload,
-                                 const Headers& headers, bool may_block) {
+                                 const Headers& headers, bool may_block,
+                                 std::vector<DeferredPush>* deferred) {
   PublishResult result;
   if (list == nullptr || list->empty()) return result;
   const uint32_t targets = static_cast<uint32_t>(list->size());
   // One allocation, one reference per target; the references of targets
   // that did not take it are dropped together at the end.
-  Message* m = Message::Create(topic, payload, headers, absl::Now(), targets);
+  const absl::Time now = absl::Now();
+  Message* m = Message::Create(topic, payload, headers, now, targets);
   uint32_t unused = 0;
   for (SubscriptionState* s : list->subscriptions) {
-    const PushOutcome outcome = s->Push(m, may_block);
-    if (outcome.taken) {
+    const PushOutcome outcome =
+        deferred != nullptr ? s->PushOrDefer(m) : s->Push(m, may_block);
+    if (outcome.deferred) {
+      // Its reference goes with it. The pin keeps `s` registered, so the
+      // broker still holds it: shared_from_this() is safe.
+      deferred->push_back({s->shared_from_this(), MessageRef::Adopt(m),
+                           now + s->block_timeout()});
+    } else if (outcome.taken) {
       ++result.taken;
     } else {
       ++result.dropped_by_reason[static_cast<size_t>(outcome.reason)];
@@ -172,7 +180,7 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
           ? entry->list.load(std::memory_order_acquire)
           : registry_.LookupMiss(shard, hash, topic, &entry, &uncached);
   const PublishResult result =
-      FanOut(list, topic, payload, headers, flags.may_block);
+      FanOut(list, topic, payload, headers, flags.may_block, flags.deferred);
   registry_.CountPublish(shard, entry, result.matched > 0);
   registry_.Unpin(shard, pin);
   return result;

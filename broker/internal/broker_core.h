@@ -29,13 +29,25 @@
 
 namespace herald::internal {
 
+// A push that a full kBlock queue deferred for a publisher that must not
+// wait (the network server): it counts as matched, and the publisher
+// settles it later with SubscriptionState::SettleDeferred().
+struct DeferredPush {
+  std::shared_ptr<SubscriptionState> subscription;
+  MessageRef message;   // The push's own reference.
+  absl::Time deadline;  // Publish time + the subscription's block_timeout.
+};
+
 // How a publish may behave beyond Broker::Publish()'s contract.
 struct PublishFlags {
   // Herald's own layers (the SDK) may set `herald-` headers.
   bool allow_reserved_headers = false;
   // False for the network server's I/O thread, which must never wait: a
-  // full kBlock queue then drops at once (kBlockTimeout).
+  // full kBlock queue then drops at once (kBlockTimeout), or, with
+  // `deferred`, defers the push into it (then the PublishResult's taken +
+  // dropped falls short of matched by the pushes deferred).
   bool may_block = true;
+  std::vector<DeferredPush>* deferred = nullptr;
 };
 
 class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
@@ -54,11 +66,14 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
                                         const Headers& headers,
                                         PublishFlags flags = {});
   // A publish from the network: never blocks, may carry `herald-` headers.
-  absl::StatusOr<PublishResult> PublishFromNetwork(absl::string_view topic,
-                                                   absl::string_view payload,
-                                                   const Headers& headers) {
+  // With `deferred`, full kBlock queues defer their pushes into it.
+  absl::StatusOr<PublishResult> PublishFromNetwork(
+      absl::string_view topic, absl::string_view payload,
+      const Headers& headers, std::vector<DeferredPush>* deferred = nullptr) {
     return Publish(topic, payload, headers,
-                   {.allow_reserved_headers = true, .may_block = false});
+                   {.allow_reserved_headers = true,
+                    .may_block = false,
+                    .deferred = deferred});
   }
   absl::StatusOr<PublishResult> PublishToEntry(TopicEntry* entry,
                                                absl::string_view payload,
@@ -97,7 +112,8 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   // Gives one message to every target of `list`. REQUIRES: pinned.
   PublishResult FanOut(const MatchList* list, absl::string_view topic,
                        absl::string_view payload, const Headers& headers,
-                       bool may_block);
+                       bool may_block,
+                       std::vector<DeferredPush>* deferred = nullptr);
 
   const BrokerOptions options_;
   Registry registry_;

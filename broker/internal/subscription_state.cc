@@ -111,12 +111,7 @@ PushOutcome SubscriptionState::Push(Message* m, bool may_block) {
         --size_;
         CountDrop(DropReason::kEvictedOldest);
       }
-      buffer_[(head_ + size_) % capacity_] = {m, ++admitted_};
-      ++size_;
-      if (size_ > high_water_.load(std::memory_order_relaxed)) {
-        // Relaxed: written under queue_mu_ only; a statistic.
-        high_water_.store(size_, std::memory_order_relaxed);
-      }
+      AdmitLocked(m);
       break;
     }
     case OverflowPolicy::kBlock: {
@@ -143,17 +138,83 @@ PushOutcome SubscriptionState::Push(Message* m, bool may_block) {
           return {false, reason, nullptr};
         }
       }
-      buffer_[(head_ + size_) % capacity_] = {m, ++admitted_};
-      ++size_;
-      if (size_ > high_water_.load(std::memory_order_relaxed)) {
-        high_water_.store(size_, std::memory_order_relaxed);
-      }
+      AdmitLocked(m);
       break;
     }
   }
   out.taken = true;
   AfterPush();
   return out;
+}
+
+void SubscriptionState::AdmitLocked(Message* m) {
+  buffer_[(head_ + size_) % capacity_] = {m, ++admitted_};
+  ++size_;
+  if (size_ > high_water_.load(std::memory_order_relaxed)) {
+    // Relaxed: written under queue_mu_ only; a statistic.
+    high_water_.store(size_, std::memory_order_relaxed);
+  }
+}
+
+PushOutcome SubscriptionState::PushOrDefer(Message* m) {
+  if (policy_ != OverflowPolicy::kBlock) return Push(m, /*may_block=*/false);
+  {
+    absl::MutexLock lock(&queue_mu_);
+    // Acquire: pairs with the release in MarkClosing()/End(). Read under
+    // queue_mu_, which DropDeferred() takes after setting them: a deferral
+    // made here is seen and counted there.
+    const bool closing = closing_.load(std::memory_order_acquire);
+    const bool ended = ended_.load(std::memory_order_acquire);
+    if (!closing && !ended && size_ == capacity_) {
+      ++blocked_publishers_;
+      ++deferred_;
+      PushOutcome out;
+      out.deferred = true;
+      return out;
+    }
+  }
+  return Push(m, /*may_block=*/false);
+}
+
+PushOutcome SubscriptionState::SettleDeferred(Message* m, bool give_up) {
+  PushOutcome out;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    if (deferred_ == 0) {
+      // Counted already, when the subscription closed or ended.
+      out.reason = closing_.load(std::memory_order_acquire)
+                       ? DropReason::kClosed
+                       : DropReason::kShutdown;
+      return out;
+    }
+    const bool closing = closing_.load(std::memory_order_acquire);
+    const bool ended = ended_.load(std::memory_order_acquire);
+    if (!closing && !ended && size_ == capacity_ && !give_up) {
+      out.deferred = true;
+      return out;
+    }
+    --deferred_;
+    --blocked_publishers_;
+    if (closing || ended || size_ == capacity_) {
+      out.reason = closing ? DropReason::kClosed
+                   : ended ? DropReason::kShutdown
+                           : DropReason::kBlockTimeout;
+      Reject(out.reason);
+      return out;
+    }
+    AdmitLocked(m);
+  }
+  out.taken = true;
+  AfterPush();
+  return out;
+}
+
+void SubscriptionState::DropDeferred(DropReason reason) {
+  absl::MutexLock lock(&queue_mu_);
+  if (deferred_ == 0) return;
+  blocked_publishers_ -= deferred_;
+  Reject(reason, static_cast<uint64_t>(deferred_));
+  deferred_ = 0;
 }
 
 bool SubscriptionState::Offer(Message* m) {
@@ -169,11 +230,7 @@ bool SubscriptionState::Offer(Message* m) {
   } else {
     absl::MutexLock lock(&queue_mu_);
     if (size_ == capacity_) return false;
-    buffer_[(head_ + size_) % capacity_] = {m, ++admitted_};
-    ++size_;
-    if (size_ > high_water_.load(std::memory_order_relaxed)) {
-      high_water_.store(size_, std::memory_order_relaxed);
-    }
+    AdmitLocked(m);
   }
   // A member's matched counts the messages given to it: admitted ones.
   AfterPush();
@@ -476,6 +533,7 @@ SubscriptionTotals SubscriptionState::FinishClose() {
   // Release: pairs with the acquire in owner_closed().
   owner_closed_.store(true, std::memory_order_release);
   if (frozen_) return final_totals_;
+  DropDeferred(DropReason::kClosed);
   // Relaxed: read back under consumer_mu_ by snapshots.
   abandoned_.store(DiscardLocked(), std::memory_order_relaxed);
   final_totals_ = Totals();
@@ -498,6 +556,7 @@ SubscriptionTotals SubscriptionState::End() {
     consumer_cv_.Wait(&consumer_mu_);
   }
   if (frozen_) return final_totals_;
+  DropDeferred(DropReason::kShutdown);
   const uint64_t left = DiscardLocked();
   dropped_[static_cast<size_t>(DropReason::kShutdown)].fetch_add(
       left, std::memory_order_relaxed);

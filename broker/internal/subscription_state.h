@@ -54,8 +54,11 @@ void FillDropCounts(const DropCounts& counts, v1::DropCounts* out);
 // What Push() did with a message.
 struct PushOutcome {
   bool taken = false;
-  DropReason reason = DropReason::kQueueFull;  // When !taken.
+  DropReason reason = DropReason::kQueueFull;  // When !taken && !deferred.
   Message* evicted = nullptr;  // kDropOldest: an old message the caller unrefs.
+  // PushOrDefer()/SettleDeferred(): neither taken nor dropped yet; the
+  // caller keeps its reference and settles it later.
+  bool deferred = false;
 };
 
 class SubscriptionState
@@ -79,12 +82,28 @@ class SubscriptionState
   const std::string& pattern() const { return pattern_; }
   const std::string& group() const { return group_; }
   OverflowPolicy policy() const { return policy_; }
+  absl::Duration block_timeout() const { return block_timeout_; }
   bool is_callback() const { return static_cast<bool>(callback_); }
 
   // Publisher side. Consumes one reference to `m` when taken. Counts matched
   // and, when not taken, the drop. With `may_block` false, a full kBlock
   // queue drops at once (kBlockTimeout).
   PushOutcome Push(Message* m, bool may_block = true);
+  // For a publisher that must not wait (the network server): a kBlock
+  // queue that is full defers the push instead of waiting. The deferred
+  // push counts as matched at once (like a waiting publisher); the caller
+  // keeps its reference to `m` and must settle it with SettleDeferred().
+  // Other policies: as Push(m, false). REQUIRES: policy() == kBlock for a
+  // deferral to happen.
+  PushOutcome PushOrDefer(Message* m);
+  // Settles a deferred push of `m`: taken if there is room now (consuming
+  // the caller's reference), dropped if the subscription is closing or
+  // ended, or with `give_up` (kBlockTimeout); otherwise still deferred.
+  // Once the subscription has closed or ended, its deferred pushes are
+  // already counted as dropped: then this returns a drop and counts nothing.
+  // On a drop the caller keeps its reference.
+  PushOutcome SettleDeferred(Message* m, bool give_up);
+
   // Queue-group side: queues `m` only if there is room right now (never
   // evicts or blocks), counting matched only when taken. Consumes one
   // reference when it returns true.
@@ -161,11 +180,17 @@ class SubscriptionState
                                                     std::memory_order_relaxed);
   }
   // A push that is not admitted: counted as matched and as dropped.
-  void Reject(DropReason reason) {
-    CountDrop(reason);
-    // Relaxed: statistics.
-    rejected_.fetch_add(1, std::memory_order_relaxed);
+  void Reject(DropReason reason, uint64_t n = 1) {
+    // Relaxed: statistics; the accounting identity is read once quiescent.
+    dropped_[static_cast<size_t>(reason)].fetch_add(n,
+                                                    std::memory_order_relaxed);
+    rejected_.fetch_add(n, std::memory_order_relaxed);
   }
+  // Counts every deferred push still unsettled as dropped for `reason`:
+  // before the totals freeze (close, end).
+  void DropDeferred(DropReason reason) ABSL_LOCKS_EXCLUDED(queue_mu_);
+  // Admits `m` at the tail of the locked queue. REQUIRES: room.
+  void AdmitLocked(Message* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   // Messages admitted to the queue plus pushes rejected: every push (or, for
   // a queue-group member, every message given to it), counted without a
   // write of its own on the push that is taken.
@@ -203,6 +228,8 @@ class SubscriptionState
   size_t size_ ABSL_GUARDED_BY(queue_mu_) = 0;
   uint64_t admitted_ ABSL_GUARDED_BY(queue_mu_) = 0;
   int blocked_publishers_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  // Of blocked_publishers_, the deferred pushes (PushOrDefer()).
+  int deferred_ ABSL_GUARDED_BY(queue_mu_) = 0;
 
   // Written by publishers.
   alignas(kCacheLineSize) std::atomic<uint64_t> rejected_{0};

@@ -44,6 +44,10 @@ constexpr int kReceiveBudget = 256;
 // cannot deliver (to be dropped at full queues); the rest waits in ZeroMQ
 // and TCP, which slows the publishers down.
 constexpr size_t kIntakeFrameBudget = kTurnBudget + 3;
+// Messages a session may send behind a Publish blocked by a full kBlock
+// queue before further ones are refused (the SDK sends far fewer: one
+// window of batches, plus control messages).
+constexpr size_t kMaxHeldMessages = 1024;
 // Frames ZeroMQ may hold per message sent: routing id, magic, envelope,
 // payload. The ROUTER's send high-water mark is set from the credit cap so
 // that it never binds (docs/protocol.md).
@@ -121,6 +125,7 @@ struct Counters {
   std::atomic<uint64_t> remote_subscriptions{0};
   std::atomic<uint64_t> deliveries_lost{0};
   std::atomic<uint64_t> sessions_detached{0};
+  std::atomic<uint64_t> publishes_deferred{0};
 };
 
 absl::string_view View(const zmq::message_t& m) {
@@ -174,6 +179,12 @@ class Server::Impl {
     // Lost with a broken connection; added to the next entry's `missed`.
     uint64_t lost_pending = 0;
   };
+  struct BlockedPublish {
+    v1::Envelope env;
+    std::vector<zmq::message_t> frames;
+    int next_entry = 0;
+    std::vector<internal::DeferredPush> deferred;
+  };
   struct Session {
     std::string routing_id;
     std::string session_id;
@@ -183,6 +194,11 @@ class Server::Impl {
     // until the client resumes it from a new connection (Hello), or it
     // expires. Its subscriptions keep queueing meanwhile.
     bool detached = false;
+    // A Publish waiting for full kBlock queues (PublishEntries()), and what
+    // the session sent after it, held in order (Credit and Goodbye are not
+    // held).
+    std::unique_ptr<BlockedPublish> blocked;
+    std::deque<std::vector<zmq::message_t>> held;
     absl::flat_hash_map<uint64_t, std::unique_ptr<RemoteSub>> subs;
     uint64_t last_batch = 0;
   };
@@ -194,6 +210,14 @@ class Server::Impl {
   void HandleHello(const std::string& routing_id, const v1::Envelope& env);
   void HandlePublish(Session& s, const v1::Envelope& env,
                      std::vector<zmq::message_t>& frames);
+  // Publishes entries `first`.. of a Publish, then acknowledges it, unless
+  // a push is deferred: then the session is blocked (see Session::blocked).
+  void PublishEntries(Session& s, const v1::Envelope& env,
+                      std::vector<zmq::message_t>& frames, int first);
+  // Settles blocked sessions' deferred pushes and resumes what they held.
+  void ServeBlocked();
+  // True once `d` is settled (taken, or dropped and counted).
+  static bool SettleDeferred(internal::DeferredPush& d, bool give_up);
   // Settles a Publish batch: Ack{acked_batch_sequence} if asked for.
   void SendBatchAck(Session& s, const v1::Envelope& env,
                     const v1::Publish& publish);
@@ -252,6 +276,10 @@ class Server::Impl {
   // key -> (routing id, sid) of remote subscriptions.
   absl::flat_hash_map<uint64_t, std::pair<std::string, uint64_t>> keys_;
   absl::flat_hash_set<uint64_t> ready_;
+  // Sessions with a blocked Publish (Session::blocked).
+  absl::flat_hash_set<std::string> blocked_sessions_;
+  // ServeBlocked() is handing a held message to HandleSdk().
+  bool replaying_held_ = false;
   uint64_t next_key_ = kPlainFeedKey + 1;
   bool goodbye_sent_ = false;
   absl::Time linger_until_ = absl::InfiniteFuture();
@@ -420,9 +448,12 @@ void Server::Impl::Loop() {
           ZMQ_POLLIN | (plain_pending_.empty() ? 0 : ZMQ_POLLOUT);
     }
     const bool busy = !ready_.empty();
+    // A blocked publish is retried every millisecond (ZeroMQ's poll
+    // resolution) until its queue has room or its block_timeout passes.
+    const int idle_ms = blocked_sessions_.empty() ? 50 : 1;
     try {
       zmq::poll(items.data(), items.size(),
-                std::chrono::milliseconds(busy ? 0 : 50));
+                std::chrono::milliseconds(busy ? 0 : idle_ms));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       break;  // The context is gone: nothing more can be served.
@@ -473,6 +504,7 @@ void Server::Impl::Loop() {
     if (!goodbye_sent_ && intake_stopped_.load(std::memory_order_acquire)) {
       SendGoodbyes();
     }
+    ServeBlocked();
     DrainReady();
     if (xpub_index >= 0) FeedPlainSubscribers();
     ExpireSessions();
@@ -613,6 +645,24 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
   }
   Session& session = *it->second;
   session.last_seen = absl::Now();
+  if ((session.blocked != nullptr ||
+       (!session.held.empty() && !replaying_held_)) &&
+      env.body_case() != v1::Envelope::kCredit &&
+      env.body_case() != v1::Envelope::kGoodbye) {
+    // Behind a blocked Publish: in order, after it (ServeBlocked()). Credit
+    // is not held: deliveries that make room may need it.
+    if (session.held.size() >= kMaxHeldMessages) {
+      Bump(counters_.malformed);
+      SendError(routing_id, env.request_id(),
+                absl::ResourceExhaustedError(absl::StrCat(
+                    "session: ", kMaxHeldMessages,
+                    " messages already wait behind a publish blocked by a "
+                    "full kBlock queue")));
+      return;
+    }
+    session.held.push_back(std::move(frames));
+    return;
+  }
   const size_t payload_frames = frames.size() - 3;
   if (env.body_case() != v1::Envelope::kPublish && payload_frames != 0) {
     Bump(counters_.malformed);
@@ -772,26 +822,95 @@ void Server::Impl::HandlePublish(Session& s, const v1::Envelope& env,
         options_.max_batch_messages, ")")));
     return;
   }
+  PublishEntries(s, env, frames, /*first=*/0);
+}
+
+void Server::Impl::PublishEntries(Session& s, const v1::Envelope& env,
+                                  std::vector<zmq::message_t>& frames,
+                                  int first) {
+  const v1::Publish& publish = env.publish();
   Headers headers;
-  for (int i = 0; i < publish.entries_size(); ++i) {
+  std::vector<internal::DeferredPush> deferred;
+  for (int i = first; i < publish.entries_size(); ++i) {
     const v1::PublishEntry& entry = publish.entries(i);
     headers.clear();
     for (const v1::Header& h : entry.headers()) {
       headers.push_back({h.key(), h.value()});
     }
     const zmq::message_t& payload = frames[3 + i];
-    absl::StatusOr<PublishResult> r =
-        core_.PublishFromNetwork(entry.topic(), View(payload), headers);
-    if (r.ok()) {
-      Bump(counters_.publish_accepted);
+    absl::StatusOr<PublishResult> r = core_.PublishFromNetwork(
+        entry.topic(), View(payload), headers, &deferred);
+    if (!r.ok()) {
+      Bump(counters_.publish_refused);
+      v1::Error e;
+      e.set_batch_sequence(publish.batch_sequence());
+      e.set_entry_index(static_cast<uint32_t>(i));
+      SendError(s.routing_id, env.request_id(), r.status(), e);
       continue;
     }
-    Bump(counters_.publish_refused);
-    v1::Error e = where;
-    e.set_entry_index(static_cast<uint32_t>(i));
-    SendError(s.routing_id, env.request_id(), r.status(), e);
+    Bump(counters_.publish_accepted);
+    if (!deferred.empty()) {
+      // A full kBlock queue: the rest of the batch, its Ack and whatever
+      // this session sends next wait until the push settles (ServeBlocked()).
+      // The client gets no Ack meanwhile, so it sends no more batches than
+      // its window: back-pressure without the I/O thread waiting.
+      auto b = std::make_unique<BlockedPublish>();
+      b->env = env;
+      b->frames = std::move(frames);
+      b->next_entry = i + 1;
+      b->deferred = std::move(deferred);
+      s.blocked = std::move(b);
+      blocked_sessions_.insert(s.routing_id);
+      Bump(counters_.publishes_deferred);
+      return;
+    }
   }
   SendBatchAck(s, env, publish);
+}
+
+void Server::Impl::ServeBlocked() {
+  if (blocked_sessions_.empty()) return;
+  const absl::Time now = absl::Now();
+  std::vector<std::string> ids(blocked_sessions_.begin(),
+                               blocked_sessions_.end());
+  for (const std::string& rid : ids) {
+    auto it = sessions_.find(rid);
+    if (it == sessions_.end() || it->second->blocked == nullptr) {
+      blocked_sessions_.erase(rid);
+      continue;
+    }
+    Session& session = *it->second;
+    BlockedPublish& b = *session.blocked;
+    std::erase_if(b.deferred, [now](internal::DeferredPush& d) {
+      return SettleDeferred(d, /*give_up=*/now >= d.deadline);
+    });
+    if (!b.deferred.empty()) continue;
+    // Settled: the rest of the batch, then what the session sent since, in
+    // order, until something blocks again.
+    std::unique_ptr<BlockedPublish> done = std::move(session.blocked);
+    blocked_sessions_.erase(rid);
+    PublishEntries(session, done->env, done->frames, done->next_entry);
+    while (true) {
+      // Looked up again each time: a handler may end the session.
+      auto again = sessions_.find(rid);
+      if (again == sessions_.end()) break;
+      Session& s = *again->second;
+      if (s.blocked != nullptr || s.held.empty()) break;
+      std::vector<zmq::message_t> frames = std::move(s.held.front());
+      s.held.pop_front();
+      replaying_held_ = true;
+      HandleSdk(frames);
+      replaying_held_ = false;
+    }
+  }
+}
+
+bool Server::Impl::SettleDeferred(internal::DeferredPush& d, bool give_up) {
+  Message* m = d.message.Release();
+  const internal::PushOutcome out = d.subscription->SettleDeferred(m, give_up);
+  // Taken: the queue has the reference now. Otherwise it is still ours.
+  if (!out.taken) d.message = MessageRef::Adopt(m);
+  return !out.deferred;
 }
 
 void Server::Impl::SendBatchAck(Session& s, const v1::Envelope& env,
@@ -962,6 +1081,16 @@ void Server::Impl::CloseSessions(const std::vector<std::string>& routing_ids,
   }
   // The totals stay in the broker's stats (closed_*).
   core_.CloseTogether(subscriptions);
+  for (const std::string& rid : routing_ids) {
+    auto it = sessions_.find(rid);
+    if (it == sessions_.end() || it->second->blocked == nullptr) continue;
+    // The publisher is gone: its deferred pushes give up (kBlockTimeout),
+    // unless there is room now.
+    for (internal::DeferredPush& d : it->second->blocked->deferred) {
+      SettleDeferred(d, /*give_up=*/true);
+    }
+    blocked_sessions_.erase(rid);
+  }
   for (const std::string& rid : routing_ids) {
     auto it = sessions_.find(rid);
     if (it == sessions_.end()) continue;
@@ -1212,6 +1341,7 @@ v1::ServerStats Server::Impl::Stats() const {
   out.set_remote_subscriptions(get(c.remote_subscriptions));
   out.set_deliveries_lost(get(c.deliveries_lost));
   out.set_sessions_detached(get(c.sessions_detached));
+  out.set_publishes_deferred(get(c.publishes_deferred));
   return out;
 }
 

@@ -354,6 +354,10 @@ void WriteServer(const v1::ServerStats& s, Exposition& e) {
        "SDK sessions whose connection a send found gone; each waits for its "
        "client to resume it from a new connection, or expires.",
        s.sessions_detached()},
+      {"herald_server_publishes_deferred_total", kCounter,
+       "Network publishes that found a kBlock queue full and waited for room "
+       "(their session held behind them) instead of dropping at once.",
+       s.publishes_deferred()},
       {"herald_server_deliveries_lost_total", kCounter,
        "Deliveries sent on a connection that broke before they arrived, as "
        "told by the client resuming its session (reported to the subscriber "

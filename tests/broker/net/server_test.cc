@@ -425,6 +425,105 @@ TEST_F(ServerTest, ASessionResumedOnANewConnectionGetsItsCreditAndLossBack) {
   EXPECT_EQ(rest.back().sequence(), 10u);
 }
 
+// DESIGN.md: kBlock toward a remote publisher withholds that session's
+// publish credit; the I/O thread never waits. The batch's Ack, and what the
+// session sends after it, wait until the queue has room.
+TEST_F(ServerTest, ARemotePublishToAFullBlockQueueWaitsForRoom) {
+  SubscriptionOptions options;
+  options.overflow = OverflowPolicy::kBlock;
+  options.queue_capacity = 1;
+  options.block_timeout = absl::Seconds(10);  // Not reached here.
+  auto sub = broker_->Subscribe("blk.t", options);
+  ASSERT_THAT(sub, IsOk());
+  auto client = Connect();
+  client->Hello();
+  client->Publish(1, {"blk.t", "blk.t", "blk.t"}, {"a", "b", "c"},
+                  /*request_id=*/5);
+  ASSERT_TRUE(
+      WaitFor([&] { return server_->Stats().publishes_deferred() == 1; }));
+  // Sent after the blocked batch: answered after it.
+  v1::Envelope ping;
+  ping.set_request_id(6);
+  ping.mutable_ping();
+  client->Send(ping);
+
+  // The consumer makes room one message at a time; nothing is dropped.
+  for (const char* want : {"a", "b", "c"}) {
+    absl::StatusOr<Delivery> d = sub->Receive(absl::Now() + absl::Seconds(30));
+    ASSERT_THAT(d, IsOk());
+    EXPECT_EQ(d->payload(), want);
+  }
+  auto first = client->Receive();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_EQ(first->env.body_case(), v1::Envelope::kAck);
+  EXPECT_EQ(first->env.request_id(), 5u);
+  auto second = client->Receive();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->env.body_case(), v1::Envelope::kPong);
+  absl::StatusOr<SubscriptionTotals> totals = sub->Totals();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->matched, 3u);
+  EXPECT_EQ(totals->delivered, 3u);
+  EXPECT_EQ(
+      totals->dropped_by_reason[static_cast<size_t>(DropReason::kBlockTimeout)],
+      0u);
+  EXPECT_GE(server_->Stats().publishes_deferred(), 1u);
+}
+
+TEST_F(ServerTest, ARemotePublishToAFullBlockQueueGivesUpAfterItsTimeout) {
+  SubscriptionOptions options;
+  options.overflow = OverflowPolicy::kBlock;
+  options.queue_capacity = 1;
+  options.block_timeout = absl::Milliseconds(20);
+  auto sub = broker_->Subscribe("blk.t", options);
+  ASSERT_THAT(sub, IsOk());
+  auto client = Connect();
+  client->Hello();
+  client->Publish(1, {"blk.t", "blk.t"}, {"a", "b"}, /*request_id=*/5);
+  // Nobody consumes: the second waits its block_timeout, then is dropped,
+  // counted, and the batch is acknowledged.
+  auto ack = client->ReceiveBody(v1::Envelope::kAck);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->env.request_id(), 5u);
+  absl::StatusOr<SubscriptionTotals> totals = sub->Totals();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->matched, 2u);
+  EXPECT_EQ(totals->queued, 1u);
+  EXPECT_EQ(
+      totals->dropped_by_reason[static_cast<size_t>(DropReason::kBlockTimeout)],
+      1u);
+  absl::StatusOr<Delivery> d = sub->Receive(absl::Now());
+  ASSERT_THAT(d, IsOk());
+  EXPECT_EQ(d->payload(), "a");
+}
+
+// The publisher's session ends while its push waits: the push gives up,
+// counted, and the subscription's identity holds.
+TEST_F(ServerTest, ABlockedPublishersGoodbyeSettlesItsPush) {
+  SubscriptionOptions options;
+  options.overflow = OverflowPolicy::kBlock;
+  options.queue_capacity = 1;
+  options.block_timeout = absl::Seconds(10);
+  auto sub = broker_->Subscribe("blk.t", options);
+  ASSERT_THAT(sub, IsOk());
+  auto client = Connect();
+  client->Hello();
+  client->Publish(1, {"blk.t", "blk.t"}, {"a", "b"}, /*request_id=*/5);
+  ASSERT_TRUE(
+      WaitFor([&] { return server_->Stats().publishes_deferred() == 1; }));
+  v1::Envelope bye;
+  bye.mutable_goodbye();
+  client->Send(bye);
+  ASSERT_TRUE(WaitFor([&] { return server_->Stats().sessions_closed() == 1; }));
+  absl::StatusOr<SubscriptionTotals> totals = sub->Totals();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->matched, 2u);
+  EXPECT_EQ(totals->queued, 1u);
+  EXPECT_EQ(
+      totals->dropped_by_reason[static_cast<size_t>(DropReason::kBlockTimeout)],
+      1u);
+}
+
 TEST_F(ServerTest, RequestsWithoutSessionAreRefused) {
   auto client = Connect();
   client->Publish(1, {"t"}, {"x"}, 1);
