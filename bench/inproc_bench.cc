@@ -60,6 +60,7 @@
 #include "benchmark/benchmark.h"
 #include "broker/broker.h"
 #include "broker/internal/mpsc_ring.h"
+#include "broker/internal/spin.h"
 #include "broker/message.h"
 
 // ------------------------------------------------------ allocation counting
@@ -507,6 +508,7 @@ class RingQueue {
   size_t PopBatch(Message** out, size_t max) {
     absl::MutexLock lock(&mu_);
     bool announced = false;
+    bool spun = false;
     while (true) {
       size_t n = 0;
       uint64_t position;
@@ -514,6 +516,15 @@ class RingQueue {
       if (n > 0 || finished_) {
         if (announced) waiters_.fetch_sub(1, std::memory_order_relaxed);
         return n;
+      }
+      // The same brief spin as Herald's consumer before it parks.
+      if (!spun) {
+        spun = true;
+        if (herald::internal::SpinUntil(
+                herald::internal::kSpinsBeforePark,
+                [this] { return ring_.HasMessage(); })) {
+          continue;
+        }
       }
       if (!announced) {
         waiters_.fetch_add(1, std::memory_order_seq_cst);

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "broker/internal/dispatcher.h"
+#include "broker/internal/spin.h"
 #include "broker/internal/thread_identity.h"
 #include "broker/util/check.h"
 #include "broker/util/status_macros.h"
@@ -405,6 +406,7 @@ absl::Status SubscriptionState::ReceiveInto(
   // call that finds messages queued does not touch the stop state at all.
   std::optional<std::stop_callback<StopWake>> on_stop;
   const bool infinite = deadline == absl::InfiniteFuture();
+  bool spun = false;
   while (true) {
     {
       absl::MutexLock lock(&consumer_mu_);
@@ -426,6 +428,17 @@ absl::Status SubscriptionState::ReceiveInto(
         if (!infinite && absl::Now() >= deadline) {
           return absl::DeadlineExceededError(
               "receive: no message before the deadline");
+        }
+        // Spin briefly before the first wait (see spin.h): a message that
+        // is about to arrive costs no wake-up.
+        if (!spun) {
+          spun = true;
+          if (SpinUntil(kSpinsBeforePark,
+                        [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                          return HasMessageLocked();
+                        })) {
+            continue;
+          }
         }
         // Announce, then check the queue again before waiting (event count).
         // The publisher that wakes us clears the flag, so it is announced
