@@ -5,8 +5,8 @@
 #include "absl/time/clock.h"
 #include "broker/internal/broker_core.h"
 #include "broker/internal/thread_identity.h"
+#include "broker/util/json.h"
 #include "broker/util/status_macros.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace herald {
 
@@ -117,17 +117,7 @@ const BrokerOptions& Broker::options() const { return core_->options(); }
 internal::BrokerCore& internal::CoreOf(Broker& broker) { return *broker.core_; }
 
 absl::StatusOr<std::string> StatsToJson(const v1::BrokerStats& stats) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.always_print_primitive_fields = true;
-  options.preserve_proto_field_names = true;
-  std::string out;
-  const auto status =
-      google::protobuf::util::MessageToJsonString(stats, &out, options);
-  if (!status.ok()) {
-    return absl::InternalError(
-        absl::StrCat("stats to JSON: ", status.ToString()));
-  }
-  return out;
+  return util::ProtoToJson(stats);
 }
 
 // ------------------------------------------------------------------- options

@@ -221,19 +221,25 @@ TEST(RemoteClientTest, AfterGoodbyeDeliveriesDrainAndPublishesWaitForTheNext) {
   second.Stop();
 }
 
-TEST(RemoteClientTest, AnExpiredSessionIsMadeAgainWithAGap) {
+// A broker whose sessions live 1 s, and a client that pings far less often
+// than that: the server expires the session of a connected client, and the
+// next request it refuses tells the client.
+void StartWithSilentClient(BrokerAndServer& broker,
+                           absl::StatusOr<std::unique_ptr<Client>>& client) {
   net::ServerOptions server_options;
   server_options.session_ttl = absl::Seconds(1);
-  BrokerAndServer broker;
   ASSERT_THAT(broker.Start("tcp://127.0.0.1:*", server_options), IsOk());
-
-  // The client pings far less often than the session lives, so the server
-  // expires it; the next request it refuses tells the client.
   ClientOptions options;
   options.heartbeat = absl::Seconds(60);
   options.liveness_timeout = absl::Seconds(60);
-  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
+  client = Client::Connect(broker.server->sdk_endpoint(), options);
   ASSERT_THAT(client, IsOk());
+}
+
+TEST(RemoteClientTest, AnExpiredSessionIsMadeAgainWithAGap) {
+  BrokerAndServer broker;
+  absl::StatusOr<std::unique_ptr<Client>> client;
+  ASSERT_NO_FATAL_FAILURE(StartWithSilentClient(broker, client));
   auto sub = (*client)->Subscribe("expiry", {});
   ASSERT_THAT(sub, IsOk());
   ASSERT_TRUE(
@@ -255,15 +261,9 @@ TEST(RemoteClientTest, AnExpiredSessionIsMadeAgainWithAGap) {
 }
 
 TEST(RemoteClientTest, ARequestRefusedForNoSessionIsMadeInANewSession) {
-  net::ServerOptions server_options;
-  server_options.session_ttl = absl::Seconds(1);
   BrokerAndServer broker;
-  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*", server_options), IsOk());
-  ClientOptions options;
-  options.heartbeat = absl::Seconds(60);
-  options.liveness_timeout = absl::Seconds(60);
-  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
-  ASSERT_THAT(client, IsOk());
+  absl::StatusOr<std::unique_ptr<Client>> client;
+  ASSERT_NO_FATAL_FAILURE(StartWithSilentClient(broker, client));
   ASSERT_TRUE(
       WaitFor([&] { return broker.server->Stats().sessions_expired() == 1; }));
 
@@ -283,15 +283,9 @@ TEST(RemoteClientTest, ARequestRefusedForNoSessionIsMadeInANewSession) {
 }
 
 TEST(RemoteClientTest, APublishRefusedForNoSessionIsCountedLost) {
-  net::ServerOptions server_options;
-  server_options.session_ttl = absl::Seconds(1);
   BrokerAndServer broker;
-  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*", server_options), IsOk());
-  ClientOptions options;
-  options.heartbeat = absl::Seconds(60);
-  options.liveness_timeout = absl::Seconds(60);
-  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
-  ASSERT_THAT(client, IsOk());
+  absl::StatusOr<std::unique_ptr<Client>> client;
+  ASSERT_NO_FATAL_FAILURE(StartWithSilentClient(broker, client));
   auto publisher = (*client)->CreatePublisher({});
   ASSERT_THAT(publisher, IsOk());
   ASSERT_TRUE(

@@ -10,7 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "google/protobuf/util/json_util.h"
+#include "broker/util/json.h"
+#include "broker/util/status_macros.h"
 
 namespace herald::cli {
 namespace {
@@ -229,16 +230,7 @@ absl::StatusOr<std::string> StatsJson(const v1::BrokerStats& broker,
   v1::StatsReply reply;
   *reply.mutable_broker() = broker;
   if (server != nullptr) *reply.mutable_server() = *server;
-  google::protobuf::util::JsonPrintOptions options;
-  options.always_print_primitive_fields = true;
-  options.preserve_proto_field_names = true;
-  std::string out;
-  const auto status =
-      google::protobuf::util::MessageToJsonString(reply, &out, options);
-  if (!status.ok()) {
-    return absl::InternalError(
-        absl::StrCat("stats to JSON: ", status.ToString()));
-  }
+  HERALD_ASSIGN_OR_RETURN(std::string out, util::ProtoToJson(reply));
   out += "\n";
   return out;
 }

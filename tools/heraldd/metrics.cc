@@ -13,7 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "broker/internal/thread_identity.h"
-#include "google/protobuf/util/json_util.h"
+#include "broker/util/json.h"
 #include "httplib.h"
 
 namespace herald {
@@ -460,17 +460,7 @@ absl::StatusOr<std::string> StatszJson(const v1::BrokerStats& broker,
   v1::StatsReply reply;
   *reply.mutable_broker() = broker;
   if (server != nullptr) *reply.mutable_server() = *server;
-  google::protobuf::util::JsonPrintOptions options;
-  options.always_print_primitive_fields = true;
-  options.preserve_proto_field_names = true;
-  std::string out;
-  const auto status =
-      google::protobuf::util::MessageToJsonString(reply, &out, options);
-  if (!status.ok()) {
-    return absl::InternalError(
-        absl::StrCat("statsz: stats to JSON: ", status.ToString()));
-  }
-  return out;
+  return util::ProtoToJson(reply);
 }
 
 std::string SummaryLine(const v1::BrokerStats& broker,
