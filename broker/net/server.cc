@@ -747,9 +747,17 @@ void Server::Impl::HandleHello(const std::string& routing_id,
     for (auto& [rid, s] : sessions_) {
       if (s->session_id != hello.session_id()) continue;
       std::unique_ptr<Session> moved = std::move(s);
-      sessions_.erase(rid);
+      const std::string old_routing_id = rid;
+      sessions_.erase(old_routing_id);
       moved->routing_id = routing_id;
       for (auto& [sid, rs] : moved->subs) keys_[rs->key].first = routing_id;
+      // What waits behind a blocked publish moves with the session.
+      for (std::vector<zmq::message_t>& held : moved->held) {
+        held[0] = zmq::message_t(routing_id.data(), routing_id.size());
+      }
+      if (blocked_sessions_.erase(old_routing_id) > 0) {
+        blocked_sessions_.insert(routing_id);
+      }
       ResumeOnNewConnection(*moved, hello);
       sessions_.emplace(routing_id, std::move(moved));
       resumed = true;

@@ -497,6 +497,46 @@ TEST_F(ServerTest, ARemotePublishToAFullBlockQueueGivesUpAfterItsTimeout) {
   EXPECT_EQ(d->payload(), "a");
 }
 
+// The publisher's connection breaks while its push waits, and it resumes
+// the session from a new one: the batch finishes there, and its Ack and what
+// waited behind it go to the new connection.
+TEST_F(ServerTest, ABlockedPublishMovesWithItsSessionToANewConnection) {
+  SubscriptionOptions options;
+  options.overflow = OverflowPolicy::kBlock;
+  options.queue_capacity = 1;
+  options.block_timeout = absl::Seconds(10);
+  auto sub = broker_->Subscribe("blk.t", options);
+  ASSERT_THAT(sub, IsOk());
+  constexpr char kSession[] = "blocked-session1";
+  auto first = Connect();
+  first->Hello(kSession);
+  first->Publish(1, {"blk.t", "blk.t"}, {"a", "b"}, /*request_id=*/5);
+  ASSERT_TRUE(
+      WaitFor([&] { return server_->Stats().publishes_deferred() == 1; }));
+  v1::Envelope ping;
+  ping.set_request_id(6);
+  ping.mutable_ping();
+  first->Send(ping);  // Held behind the batch.
+  // Hello 3 frames, Publish 5, Ping 3: the Ping has been read and held.
+  ASSERT_TRUE(
+      WaitFor([&] { return server_->Stats().frames_received() >= 11; }));
+  first.reset();
+
+  auto second = Connect();
+  EXPECT_TRUE(second->Hello(kSession).resumed());
+  for (const char* want : {"a", "b"}) {
+    absl::StatusOr<Delivery> d = sub->Receive(absl::Now() + absl::Seconds(30));
+    ASSERT_THAT(d, IsOk());
+    EXPECT_EQ(d->payload(), want);
+  }
+  auto ack = second->ReceiveBody(v1::Envelope::kAck);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->env.request_id(), 5u);
+  auto pong = second->ReceiveBody(v1::Envelope::kPong);
+  ASSERT_TRUE(pong.has_value());
+  EXPECT_EQ(pong->env.request_id(), 6u);
+}
+
 // The publisher's session ends while its push waits: the push gives up,
 // counted, and the subscription's identity holds.
 TEST_F(ServerTest, ABlockedPublishersGoodbyeSettlesItsPush) {
