@@ -52,10 +52,12 @@ struct ClientOptions {
   absl::Duration reconnect_interval = absl::Milliseconds(50);
 
   // Remote clients: how many publish batches may await the broker's Ack
-  // before the client coalesces further messages into the next batch.
-  // Default: 1 (send at once when idle; batch while an Ack is outstanding).
-  // Must be > 0.
-  size_t max_unacked_batches = 1;
+  // before the client coalesces further messages into the next batch. More
+  // than one is in flight only while fewer than 64 messages are (a light
+  // load: a message goes out at once instead of waiting a round trip);
+  // under a heavy load one batch is, and the rest coalesce. Default: 4.
+  // Must be > 0 (1: strictly one batch at a time).
+  size_t max_unacked_batches = 4;
 
   // How long the destructor lets buffered publishes reach the broker: it
   // calls Close(now + linger). Default: 1s. Must be >= 0.

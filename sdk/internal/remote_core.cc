@@ -26,6 +26,10 @@
 namespace herald::internal {
 namespace {
 
+// Messages in flight below which more than one batch may await its Ack
+// (see SendBatches()).
+constexpr uint64_t kPipelinedMessages = 64;
+
 // Credit window of a subscription that sets no queue_capacity (then the
 // broker's default capacity applies, which the client does not know).
 constexpr uint64_t kDefaultCreditWindow = 1024;
@@ -1487,7 +1491,16 @@ void RemoteCore::SendBatches() {
       ++stats_.batches_sent;
       continue;
     }
-    if (unacked_.size() >= options_.max_unacked_batches) {
+    // Adaptive: while little is in flight (a light load), batches go out
+    // as soon as they are taken, up to max_unacked_batches, so a message
+    // does not wait for the previous batch's round trip. Once
+    // kPipelinedMessages or more are in flight (a heavy load), only one
+    // batch is: the rest coalesce into the next, which keeps batches large
+    // and the broker's per-batch work low.
+    uint64_t in_flight = 0;
+    for (const SentBatch& b : unacked_) in_flight += b.messages;
+    if (unacked_.size() >= options_.max_unacked_batches ||
+        (!unacked_.empty() && in_flight >= kPipelinedMessages)) {
       stop_wanting();
       return;
     }
