@@ -232,8 +232,10 @@ class Server::Impl {
                  const absl::Status& status, v1::Error extra = {});
   // Sends envelope + payload frames; false if the peer is gone (the caller
   // ends the session) or the send failed (counted).
+  // `*failed` (if given) says whether the message was not handed to ZeroMQ.
   bool Send(const std::string& routing_id, const v1::Envelope& env,
-            std::vector<zmq::message_t>* payloads = nullptr);
+            std::vector<zmq::message_t>* payloads = nullptr,
+            bool* failed = nullptr);
   void CloseSession(const std::string& routing_id, bool expired);
   void CloseSessions(const std::vector<std::string>& routing_ids, bool expired);
   // The session's peer is gone: see Session::detached.
@@ -524,7 +526,8 @@ void Server::Impl::TakeReady() {
 // ----------------------------------------------------------- SDK endpoint
 
 bool Server::Impl::Send(const std::string& routing_id, const v1::Envelope& env,
-                        std::vector<zmq::message_t>* payloads) {
+                        std::vector<zmq::message_t>* payloads, bool* failed) {
+  if (failed != nullptr) *failed = true;  // Until ZeroMQ takes the message.
   if (!env.SerializeToString(&body_)) {
     Bump(counters_.send_failures);
     return true;
@@ -540,6 +543,7 @@ bool Server::Impl::Send(const std::string& routing_id, const v1::Envelope& env,
       return true;
     }
     // Once the first frame is accepted, ZeroMQ takes the rest of the message.
+    if (failed != nullptr) *failed = false;
     (void)router_->send(zmq::buffer(magic), zmq::send_flags::sndmore);
     (void)router_->send(zmq::buffer(body_), has_payloads
                                                 ? zmq::send_flags::sndmore
@@ -1204,10 +1208,22 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     rs.credit -= n;
     rs.sent += n;
     budget -= n;
-    if (!Send(s.routing_id, env, &payloads_)) {
+    bool failed = false;
+    if (!Send(s.routing_id, env, &payloads_, &failed)) {
       // Counted in `sent`: a resume on a new connection reports them lost.
       Detach(s.routing_id);
       return false;
+    }
+    if (failed) {
+      // ZeroMQ refused the message (counted in send_failures; within credit
+      // it should not). Not silent: the next delivery of this subscription
+      // reports them missed, and their credit is not lost. Try again on the
+      // next turn.
+      rs.credit += n;
+      rs.sent -= n;
+      rs.lost_pending += n;
+      Bump(counters_.deliveries_lost, n);
+      return true;
     }
     Bump(counters_.delivered, n);
   }
