@@ -26,12 +26,19 @@ inline void CpuRelax() {
 #endif
 }
 
-// Spins up to `spins` pauses until `ready()`; returns its last value.
+// Pauses between two looks at the queue while spinning. Each look reads a
+// cache line the publisher is about to write, and takes it from the
+// publisher's core: looking after every pause made each publish pay for
+// several such transfers.
+inline constexpr int kPausesPerLook = 8;
+
+// Spins up to `spins` pauses until `ready()`, looking every
+// kPausesPerLook pauses; returns its last value.
 template <typename Ready>
 bool SpinUntil(int spins, Ready ready) {
-  for (int i = 0; i < spins; ++i) {
+  for (int i = 0; i < spins; i += kPausesPerLook) {
     if (ready()) return true;
-    CpuRelax();
+    for (int p = 0; p < kPausesPerLook; ++p) CpuRelax();
   }
   return ready();
 }
