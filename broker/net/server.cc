@@ -1081,6 +1081,7 @@ void Server::Impl::CloseSession(const std::string& routing_id, bool expired) {
 
 void Server::Impl::CloseSessions(const std::vector<std::string>& routing_ids,
                                  bool expired) {
+  if (routing_ids.empty()) return;
   // Their subscriptions close together: one grace period for them all, so
   // that closing many sessions (Stop()) is not one grace period each.
   std::vector<Subscription*> subscriptions;
