@@ -80,8 +80,7 @@ class Client {
   // by the broker: see Broker::Subscribe()), kResourceExhausted past the
   // broker's subscription limits, kFailedPrecondition after Close() began or
   // once the broker shut down; remote, kUnavailable if the broker did not
-  // answer within options.request_timeout (through reconnects). Remote,
-  // `callback_batch_limit` is unused.
+  // answer within options.request_timeout (through reconnects).
   virtual absl::StatusOr<Subscriber> Subscribe(absl::string_view pattern,
                                                SubscriptionOptions options) = 0;
   // As above, but `callback` (non-null, else kInvalidArgument) receives the

@@ -38,6 +38,10 @@ absl::Status ValidateClientOptions(const ClientOptions& o) {
     return NotPositive("client options: reconnect_interval",
                        o.reconnect_interval);
   }
+  if (o.callback_threads == 0) {
+    return absl::InvalidArgumentError(
+        "client options: callback_threads 0 must be > 0");
+  }
   if (o.max_unacked_batches == 0) {
     return absl::InvalidArgumentError(
         "client options: max_unacked_batches 0 must be > 0");

@@ -51,6 +51,12 @@ struct ClientOptions {
   // Must be > 0.
   absl::Duration reconnect_interval = absl::Milliseconds(50);
 
+  // Remote clients: the threads that run callback subscriptions, started
+  // with the first one. Each subscription runs one turn (at most its
+  // callback_batch_limit messages) at a time, in order; a stuck callback
+  // holds one thread. Default: 2. Must be > 0.
+  size_t callback_threads = 2;
+
   // Remote clients: how many publish batches may await the broker's Ack
   // before the client coalesces further messages into the next batch. More
   // than one is in flight only while fewer than 64 messages are (a light

@@ -41,59 +41,16 @@ struct WakeOnStop {
 };
 
 // Takes the next message of `sub`, waiting until `deadline` (see
-// Subscriber::Receive()). With `consume`, the message counts as consumed at
-// once (credit); otherwise the caller calls Consumed() when done with it.
+// Subscriber::Receive()); it counts as consumed at once (credit).
 absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
-                             absl::Time deadline, const std::stop_token& stop,
-                             bool consume);
-
-// Credit to return to the broker, decided under the subscription's lock and
-// sent after it.
-struct CreditReturn {
-  uint64_t give = 0;
-  uint64_t incarnation = 0;
-
-  void SendTo(RemoteCore& core, const RemoteSub& sub) const {
-    if (give > 0) core.ReturnCredit(sub.sid, incarnation, give);
-  }
-};
-
-// Counts `n` messages of `sub` consumed; every half window, what was
-// consumed goes back as credit.
-CreditReturn ConsumedLocked(RemoteSub& sub, uint64_t n)
-    ABSL_EXCLUSIVE_LOCKS_REQUIRED(sub.mu) {
-  CreditReturn r;
-  if (sub.closed) return r;
-  sub.unreturned += static_cast<int64_t>(n);
-  const auto threshold =
-      static_cast<int64_t>(std::max<uint64_t>(1, sub.window / 2));
-  if (sub.unreturned >= threshold) {
-    r.give = static_cast<uint64_t>(sub.unreturned);
-    r.incarnation = sub.incarnation;
-    sub.unreturned = 0;
-  }
-  return r;
-}
-
-void Consumed(RemoteCore& core, RemoteSub& sub, uint64_t n) {
-  CreditReturn r;
-  {
-    absl::MutexLock lock(&sub.mu);
-    r = ConsumedLocked(sub, n);
-  }
-  r.SendTo(core, sub);
-}
-
-absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
-                             absl::Time deadline, const std::stop_token& stop,
-                             bool consume) {
+                             absl::Time deadline, const std::stop_token& stop) {
   EnsureThreadIdentity();
   // Constructed before the lock and destroyed after it: its destructor waits
   // for a running WakeOnStop, which takes the lock.
   std::optional<std::stop_callback<WakeOnStop>> on_stop;
   if (stop.stop_possible()) on_stop.emplace(stop, WakeOnStop{&sub});
   absl::StatusOr<Received> result;
-  CreditReturn credit;
+  RemoteSub::CreditReturn credit;
   {
     absl::MutexLock lock(&sub.mu);
     auto ready = [&sub, &stop]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(sub.mu) {
@@ -112,7 +69,7 @@ absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
       Bump(core.counters().delivered);
       Drop(core.counters().buffered);
       // In the same critical section as the pop: one lock per message.
-      if (consume) credit = ConsumedLocked(sub, 1);
+      credit = sub.ConsumeLocked(1);
     } else if (!sub.ended.ok()) {
       return sub.ended;
     } else if (stop.stop_requested()) {
@@ -122,7 +79,8 @@ absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
           "receive: no message on subscription ", sub.sid, " by the deadline"));
     }
   }
-  credit.SendTo(core, sub);
+  if (credit.give > 0)
+    core.ReturnCredit(sub.sid, credit.incarnation, credit.give);
   return result;
 }
 
@@ -152,30 +110,30 @@ class RemoteSubscriber final : public SubscriberImpl {
                    Client::Callback callback)
       : core_(std::move(core)), sub_(std::move(sub)), pattern_(pattern) {
     if (callback == nullptr) return;
-    // The thread holds its own references: it may outlive this object when
-    // the subscriber is destroyed from inside its callback.
-    callback_thread_ =
-        std::thread([core = core_, sub = sub_, callback = std::move(callback),
-                     stop = callback_stop_.get_token()] {
-          EnsureThreadIdentity();
-          NameThisThread("herald-callback");
-          while (true) {
-            absl::StatusOr<Received> r =
-                Pop(*core, *sub, absl::InfiniteFuture(), stop,
-                    /*consume=*/false);
-            if (!r.ok()) return;  // Closed, ended or stopped.
-            callback(*r);
-            Consumed(*core, *sub, 1);
-          }
-        });
-    callback_thread_id_ = callback_thread_.get_id();
+    // A serial executor over the client's callback pool: turns are queued
+    // by the I/O thread as messages arrive, and here for what arrived
+    // before the callback was set. A turn holds its own references: it may
+    // outlive this object when the subscriber is destroyed in its callback.
+    std::shared_ptr<CallbackPool> pool = core_->callback_pool();
+    if (pool == nullptr) return;  // The client is closing.
+    bool schedule = false;
+    {
+      absl::MutexLock lock(&sub_->mu);
+      sub_->callback_fn = std::move(callback);
+      sub_->pool = pool;
+      if (!sub_->closed && !sub_->buffer.empty() && !sub_->scheduled) {
+        sub_->scheduled = true;
+        schedule = true;
+      }
+    }
+    if (schedule) core_->ScheduleCallbacks(sub_, pool);
   }
 
   ~RemoteSubscriber() override {
     EnsureThreadIdentity();
     if (!close_.Begin()) return;  // Close() ran.
-    StopCallbackThread();
     CloseLocally();
+    WaitForCallback();
     // Without waiting: the I/O thread forgets the subscription at its Ack.
     core_->Unsubscribe(sub_->sid, /*wait=*/false).IgnoreError();
   }
@@ -187,13 +145,17 @@ class RemoteSubscriber final : public SubscriberImpl {
       return absl::FailedPreconditionError(
           absl::StrCat("receive: subscription ", sub_->sid, " has a callback"));
     }
-    return Pop(*core_, *sub_, deadline, stop, /*consume=*/true);
+    return Pop(*core_, *sub_, deadline, stop);
   }
 
   absl::StatusOr<SubscriptionTotals> Close() override {
     EnsureThreadIdentity();
-    return close_.Run([this] { return DoClose(); },
-                      callback_thread_id_ == std::this_thread::get_id());
+    bool in_own_callback;
+    {
+      absl::MutexLock lock(&sub_->mu);
+      in_own_callback = sub_->running_in == std::this_thread::get_id();
+    }
+    return close_.Run([this] { return DoClose(); }, in_own_callback);
   }
 
   uint64_t id() const override { return sub_->sid; }
@@ -202,8 +164,8 @@ class RemoteSubscriber final : public SubscriberImpl {
 
  private:
   absl::StatusOr<SubscriptionTotals> DoClose() {
-    StopCallbackThread();
     CloseLocally();
+    WaitForCallback();
     absl::StatusOr<v1::SubscriptionStats> stats =
         core_->Unsubscribe(sub_->sid, /*wait=*/true);
     if (!stats.ok()) return stats.status();
@@ -233,15 +195,15 @@ class RemoteSubscriber final : public SubscriberImpl {
     return t;
   }
 
-  void StopCallbackThread() {
-    if (!callback_thread_.joinable()) return;
-    callback_stop_.request_stop();
-    if (callback_thread_.get_id() == std::this_thread::get_id()) {
-      // Closed from inside the callback: the thread ends after it returns.
-      callback_thread_.detach();
-    } else {
-      callback_thread_.join();
-    }
+  // Once closed, no turn starts a callback; this waits for a running one,
+  // unless called from inside it (it then ends when the callback returns).
+  void WaitForCallback() {
+    const std::thread::id self = std::this_thread::get_id();
+    absl::MutexLock lock(&sub_->mu);
+    auto done = [this, self]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(sub_->mu) {
+      return sub_->running_in == std::thread::id() || sub_->running_in == self;
+    };
+    sub_->mu.Await(absl::Condition(&done));
   }
 
   // Receive calls return kFailedPrecondition from here on; what is buffered
@@ -258,10 +220,6 @@ class RemoteSubscriber final : public SubscriberImpl {
   const std::shared_ptr<RemoteCore> core_;
   const std::shared_ptr<RemoteSub> sub_;
   const std::string pattern_;
-  std::stop_source callback_stop_;
-  std::thread callback_thread_;
-  // The callback thread's id (none without a callback).
-  std::thread::id callback_thread_id_;
   CloseOnce close_;
 };
 

@@ -279,7 +279,8 @@ absl::StatusOr<std::shared_ptr<RemoteSub>> RemoteCore::Subscribe(
   const uint64_t window = std::clamp<uint64_t>(
       options.queue_capacity.value_or(kDefaultCreditWindow), 1, max_credit);
   request.set_sid(sid);
-  sub = std::make_shared<RemoteSub>(sid, window, std::move(request), callback);
+  sub = std::make_shared<RemoteSub>(sid, window, std::move(request), callback,
+                                    options.callback_batch_limit);
   SubEntry& entry = subs_[sid];
   entry.sub = sub;
   entry.waiter = true;
@@ -432,6 +433,66 @@ absl::Status RemoteCore::WaitFlushed(absl::Time deadline) {
                    " messages still buffered or unacknowledged)"));
 }
 
+std::shared_ptr<CallbackPool> RemoteCore::callback_pool() {
+  absl::MutexLock lock(&mu_);
+  if (close_started_) return nullptr;
+  if (callback_pool_ == nullptr) {
+    callback_pool_ = CallbackPool::Start(options_.callback_threads);
+  }
+  return callback_pool_;
+}
+
+void RemoteCore::ScheduleCallbacks(const std::shared_ptr<RemoteSub>& sub,
+                                   const std::shared_ptr<CallbackPool>& pool) {
+  pool->Submit([core = weak_from_this(), sub] {
+    if (std::shared_ptr<RemoteCore> c = core.lock()) c->RunCallbackTurn(sub);
+  });
+}
+
+void RemoteCore::RunCallbackTurn(const std::shared_ptr<RemoteSub>& sub) {
+  for (size_t n = 0; n < sub->batch_limit; ++n) {
+    std::optional<Received> r;
+    {
+      absl::MutexLock lock(&sub->mu);
+      if (sub->closed || sub->buffer.empty()) {
+        sub->scheduled = false;
+        return;
+      }
+      r.emplace(std::move(sub->buffer.front()));
+      sub->buffer.pop_front();
+      ++sub->app_delivered;
+      sub->running_in = std::this_thread::get_id();
+    }
+    Bump(counters_.delivered);
+    Drop(counters_.buffered, 1);
+    try {
+      sub->callback_fn(*r);  // Set before the first turn; const since.
+    } catch (...) {
+      // Exceptions never cross Herald's API; the message was delivered.
+    }
+    r.reset();
+    RemoteSub::CreditReturn credit;
+    {
+      absl::MutexLock lock(&sub->mu);
+      sub->running_in = std::thread::id();
+      credit = sub->ConsumeLocked(1);
+    }
+    if (credit.give > 0)
+      ReturnCredit(sub->sid, credit.incarnation, credit.give);
+  }
+  // The batch limit: yield to the other subscriptions, then go on.
+  std::shared_ptr<CallbackPool> pool;
+  {
+    absl::MutexLock lock(&sub->mu);
+    if (sub->closed || sub->buffer.empty()) {
+      sub->scheduled = false;
+      return;
+    }
+    pool = sub->pool;
+  }
+  ScheduleCallbacks(sub, pool);
+}
+
 absl::Status RemoteCore::Close(absl::Time deadline) {
   EnsureThreadIdentity();
   bool connected;
@@ -459,6 +520,14 @@ absl::Status RemoteCore::Close(absl::Time deadline) {
     }
   }
   if (thread_.joinable()) thread_.join();
+  // Every subscription is closed now: no turn starts a callback any more.
+  // Running ones are waited for (unless this is one of them).
+  std::shared_ptr<CallbackPool> pool;
+  {
+    absl::MutexLock lock(&mu_);
+    pool = std::move(callback_pool_);
+  }
+  if (pool != nullptr) pool->Stop();
   absl::MutexLock lock(&mu_);
   if (flushed.code() == absl::StatusCode::kFailedPrecondition) {
     flushed = absl::OkStatus();  // The I/O thread had already stopped.
@@ -1166,7 +1235,10 @@ void RemoteCore::OnError(const v1::Envelope& env) {
     return;
   }
   auto req = requests_.find(env.request_id());
-  const Request request = req == requests_.end() ? Request{} : req->second;
+  // An answer to a request of a session ago, or to a Hello already
+  // answered (Hellos repeat while connecting, and each gets an answer).
+  if (req == requests_.end()) return;
+  const Request request = req->second;
   switch (request.kind) {
     case Request::Kind::kBatch: {
       bool found = false;
@@ -1286,6 +1358,7 @@ void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {
         sub = it->second.sub;
       }
     }
+    std::shared_ptr<CallbackPool> schedule;
     if (sub == nullptr) {
       discarded += static_cast<uint64_t>(end - begin);
     } else {
@@ -1301,15 +1374,23 @@ void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {
               ReceivedAccess::FromRemote(batch, i, gap, sub->epoch));
         }
         buffered += static_cast<uint64_t>(end - begin);
+        if (sub->callback_fn && !sub->scheduled) {
+          sub->scheduled = true;
+          schedule = sub->pool;
+        }
       }
     }
+    if (buffered > 0) {
+      // Counted before a callback turn can take them.
+      Bump(counters_.received, buffered);
+      Bump(counters_.buffered, buffered);
+      buffered = 0;
+    }
+    // A callback subscription's turn, queued outside its lock.
+    if (schedule != nullptr) ScheduleCallbacks(sub, schedule);
     begin = end;
   }
   if (discarded > 0) Bump(counters_.discarded, discarded);
-  if (buffered > 0) {
-    Bump(counters_.received, buffered);
-    Bump(counters_.buffered, buffered);
-  }
 }
 
 void RemoteCore::OnPong(const v1::Envelope& env) {

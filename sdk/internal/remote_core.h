@@ -10,11 +10,13 @@
 #ifndef HERALD_SDK_INTERNAL_REMOTE_CORE_H_
 #define HERALD_SDK_INTERNAL_REMOTE_CORE_H_
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +33,7 @@
 #include "broker/message.h"
 #include "broker/options.h"
 #include "schemas/protocol.pb.h"
+#include "sdk/internal/callback_pool.h"
 #include "sdk/options.h"
 #include "sdk/received.h"
 #include "sdk/stats.h"
@@ -51,11 +54,13 @@ namespace herald::internal {
 //
 // Thread-safe (every field below is guarded by `mu`).
 struct RemoteSub {
-  RemoteSub(uint64_t sid, uint64_t window, v1::Subscribe request, bool callback)
+  RemoteSub(uint64_t sid, uint64_t window, v1::Subscribe request, bool callback,
+            size_t batch_limit)
       : sid(sid),
         window(window),
         request(std::move(request)),
-        callback(callback) {}
+        callback(callback),
+        batch_limit(batch_limit) {}
 
   const uint64_t sid;
   const uint64_t window;
@@ -63,6 +68,8 @@ struct RemoteSub {
   const v1::Subscribe request;
   // A callback subscription (Receive() is refused).
   const bool callback;
+  // Callback subscriptions: the most messages one turn delivers.
+  const size_t batch_limit;
 
   absl::Mutex mu;
   std::deque<Received> buffer ABSL_GUARDED_BY(mu);
@@ -85,6 +92,36 @@ struct RemoteSub {
   int64_t unreturned ABSL_GUARDED_BY(mu) = 0;
   // Messages handed to the application.
   uint64_t app_delivered ABSL_GUARDED_BY(mu) = 0;
+
+  // Callback subscriptions, a serial executor over the client's
+  // CallbackPool: the function and pool (set once the Subscriber exists),
+  // whether a turn is queued or running, and the thread running the
+  // callback right now (none: default id).
+  std::function<void(const Received&)> callback_fn ABSL_GUARDED_BY(mu);
+
+  // Credit to send back after consuming: none while `give` is 0.
+  struct CreditReturn {
+    uint64_t give = 0;
+    uint64_t incarnation = 0;
+  };
+  // Counts `n` messages consumed; every half window, what was consumed goes
+  // back as credit.
+  CreditReturn ConsumeLocked(uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    CreditReturn r;
+    if (closed) return r;
+    unreturned += static_cast<int64_t>(n);
+    const auto threshold =
+        static_cast<int64_t>(std::max<uint64_t>(1, window / 2));
+    if (unreturned >= threshold) {
+      r.give = static_cast<uint64_t>(unreturned);
+      r.incarnation = incarnation;
+      unreturned = 0;
+    }
+    return r;
+  }
+  std::shared_ptr<CallbackPool> pool ABSL_GUARDED_BY(mu);
+  bool scheduled ABSL_GUARDED_BY(mu) = false;
+  std::thread::id running_in ABSL_GUARDED_BY(mu);
 
   // Confined to the I/O thread: this incarnation's Deliver entries received
   // and credit sent, for Hello.resume (a session resumed on a new
@@ -152,6 +189,16 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
 
   const ClientOptions& options() const { return options_; }
   ReceiveCounters& counters() { return counters_; }
+
+  // The pool running this client's callback subscriptions, started at the
+  // first one; null once Close() began.
+  std::shared_ptr<CallbackPool> callback_pool() ABSL_LOCKS_EXCLUDED(mu_);
+  // Queues a turn of `sub`'s callbacks (see RunCallbackTurn()).
+  void ScheduleCallbacks(const std::shared_ptr<RemoteSub>& sub,
+                         const std::shared_ptr<CallbackPool>& pool);
+  // One turn of a callback subscription on a pool thread: up to its batch
+  // limit, then it queues itself again if more is buffered.
+  void RunCallbackTurn(const std::shared_ptr<RemoteSub>& sub);
 
  private:
   enum class Phase { kConnecting, kEstablished, kClosed };
@@ -303,6 +350,7 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   absl::flat_hash_map<uint64_t, SubEntry> subs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<FlushWaiter>> flushes_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<StatsWaiter>> stats_waiters_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<CallbackPool> callback_pool_ ABSL_GUARDED_BY(mu_);
   // Publishing and session counters (the receive side is in counters_).
   ClientStats stats_ ABSL_GUARDED_BY(mu_);
 

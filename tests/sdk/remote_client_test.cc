@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -555,6 +556,110 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
   EXPECT_EQ(stats.published, stats.publish_acked + stats.publish_buffered +
                                  stats.publish_in_flight +
                                  stats.publish_dropped());
+  client->reset();
+}
+
+// Callback subscriptions are serial executors over the client's pool: many
+// subscriptions share callback_threads threads, each sees its messages in
+// order, one at a time.
+TEST(RemoteClientTest, CallbackSubscriptionsShareTheClientsPool) {
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*"), IsOk());
+  ClientOptions options;
+  options.callback_threads = 2;
+  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+
+  constexpr int kSubscriptions = 8;
+  constexpr int kMessages = 200;
+  struct Seen {
+    absl::Mutex mu;
+    std::vector<int> payloads ABSL_GUARDED_BY(mu);
+    std::atomic<int> running{0};
+    std::atomic<bool> overlapped{false};
+  };
+  std::vector<std::unique_ptr<Seen>> seen;
+  absl::Mutex threads_mu;
+  absl::flat_hash_set<std::thread::id> threads;  // Guarded by threads_mu.
+  std::vector<Subscriber> subs;
+  for (int s = 0; s < kSubscriptions; ++s) {
+    seen.push_back(std::make_unique<Seen>());
+    Seen* mine = seen.back().get();
+    SubscriptionOptions so;
+    so.callback_batch_limit = 16;  // Turns yield to the others.
+    auto sub = (*client)->Subscribe(
+        absl::StrCat("cb.", s), so, [&, mine](const Received& r) {
+          if (mine->running.fetch_add(1) != 0) mine->overlapped.store(true);
+          {
+            absl::MutexLock lock(&threads_mu);
+            threads.insert(std::this_thread::get_id());
+          }
+          {
+            absl::MutexLock lock(&mine->mu);
+            mine->payloads.push_back(std::stoi(std::string(r.payload())));
+          }
+          mine->running.fetch_sub(1);
+        });
+    ASSERT_THAT(sub, IsOk());
+    subs.push_back(*std::move(sub));
+  }
+  for (int i = 0; i < kMessages; ++i) {
+    for (int s = 0; s < kSubscriptions; ++s) {
+      ASSERT_THAT(
+          broker.broker->Publish(absl::StrCat("cb.", s), absl::StrCat(i)),
+          IsOk());
+    }
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    for (const auto& m : seen) {
+      absl::MutexLock lock(&m->mu);
+      if (m->payloads.size() < kMessages) return false;
+    }
+    return true;
+  }));
+  for (const auto& m : seen) {
+    EXPECT_FALSE(m->overlapped.load());
+    absl::MutexLock lock(&m->mu);
+    ASSERT_EQ(m->payloads.size(), static_cast<size_t>(kMessages));
+    for (int i = 0; i < kMessages; ++i) EXPECT_EQ(m->payloads[i], i);
+  }
+  {
+    absl::MutexLock lock(&threads_mu);
+    EXPECT_LE(threads.size(), 2u);
+  }
+  for (Subscriber& sub : subs) {
+    absl::StatusOr<SubscriptionTotals> t = sub.Close();
+    ASSERT_THAT(t, IsOk());
+    EXPECT_EQ(t->delivered, static_cast<uint64_t>(kMessages));
+  }
+  client->reset();
+  broker.Stop();
+}
+
+// An Error answering no request the client knows (one of a session ago, or
+// of a Hello already answered) is counted and otherwise ignored.
+TEST(RemoteClientTest, AnErrorForAnUnknownRequestIsIgnored) {
+  ScriptedBroker broker(
+      [](const v1::Envelope& in, const ScriptedBroker::Reply& reply) {
+        v1::Envelope stray;
+        stray.set_request_id(in.request_id() + 1000);
+        stray.mutable_error()->set_status_code(
+            static_cast<int>(absl::StatusCode::kUnavailable));
+        reply(stray);
+        reply(AckOf(in));
+      });
+  ClientOptions options;
+  options.linger = absl::ZeroDuration();
+  auto client = Client::Connect(broker.endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  ASSERT_THAT(publisher->Publish("t", "m"), IsOk());
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.errors_received, 1u);
+  EXPECT_EQ(stats.publish_acked, 1u);
+  EXPECT_TRUE(stats.connected);
   client->reset();
 }
 
