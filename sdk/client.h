@@ -45,8 +45,9 @@ namespace herald {
 class Client {
  public:
   // Called for each message of a callback subscription, never concurrently
-  // with itself and in order. In-process it runs on the broker's dispatcher
-  // pool; remote, on a thread of the subscription's own.
+  // with itself and in order, in turns of at most callback_batch_limit
+  // messages. In-process it runs on the broker's dispatcher pool; remote, on
+  // the client's pool of ClientOptions::callback_threads.
   using Callback = std::function<void(const Received&)>;
 
   // Makes a client for `url`:
