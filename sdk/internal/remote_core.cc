@@ -452,6 +452,9 @@ void RemoteCore::ScheduleCallbacks(const std::shared_ptr<RemoteSub>& sub,
 void RemoteCore::RunCallbackTurn(const std::shared_ptr<RemoteSub>& sub) {
   for (size_t n = 0; n < sub->batch_limit; ++n) {
     std::optional<Received> r;
+    // Set before the first turn is queued and never changed after: called
+    // outside the lock through this pointer.
+    const std::function<void(const Received&)>* callback;
     {
       absl::MutexLock lock(&sub->mu);
       if (sub->closed || sub->buffer.empty()) {
@@ -462,11 +465,12 @@ void RemoteCore::RunCallbackTurn(const std::shared_ptr<RemoteSub>& sub) {
       sub->buffer.pop_front();
       ++sub->app_delivered;
       sub->running_in = std::this_thread::get_id();
+      callback = &sub->callback_fn;
     }
     Bump(counters_.delivered);
     Drop(counters_.buffered, 1);
     try {
-      sub->callback_fn(*r);  // Set before the first turn; const since.
+      (*callback)(*r);
     } catch (...) {
       // Exceptions never cross Herald's API; the message was delivered.
     }
