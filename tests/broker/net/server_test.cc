@@ -191,6 +191,15 @@ class ServerTest : public ::testing::Test {
     return std::make_unique<RawClient>(context_, server_->sdk_endpoint());
   }
 
+  // An in-process kBlock subscription to "blk.t" with room for one message.
+  absl::StatusOr<Subscription> BlockQueueOfOne(absl::Duration block_timeout) {
+    SubscriptionOptions options;
+    options.overflow = OverflowPolicy::kBlock;
+    options.queue_capacity = 1;
+    options.block_timeout = block_timeout;
+    return broker_->Subscribe("blk.t", options);
+  }
+
   // The broker's stats of the subscription to `pattern` (the remote one).
   v1::SubscriptionStats SubscriptionStatsFor(const std::string& pattern) {
     const v1::BrokerStats stats = broker_->Stats();
@@ -429,11 +438,8 @@ TEST_F(ServerTest, ASessionResumedOnANewConnectionGetsItsCreditAndLossBack) {
 // publish credit; the I/O thread never waits. The batch's Ack, and what the
 // session sends after it, wait until the queue has room.
 TEST_F(ServerTest, ARemotePublishToAFullBlockQueueWaitsForRoom) {
-  SubscriptionOptions options;
-  options.overflow = OverflowPolicy::kBlock;
-  options.queue_capacity = 1;
-  options.block_timeout = absl::Seconds(10);  // Not reached here.
-  auto sub = broker_->Subscribe("blk.t", options);
+  absl::StatusOr<Subscription> sub =
+      BlockQueueOfOne(absl::Seconds(10));  // Not reached here.
   ASSERT_THAT(sub, IsOk());
   auto client = Connect();
   client->Hello();
@@ -471,11 +477,7 @@ TEST_F(ServerTest, ARemotePublishToAFullBlockQueueWaitsForRoom) {
 }
 
 TEST_F(ServerTest, ARemotePublishToAFullBlockQueueGivesUpAfterItsTimeout) {
-  SubscriptionOptions options;
-  options.overflow = OverflowPolicy::kBlock;
-  options.queue_capacity = 1;
-  options.block_timeout = absl::Milliseconds(20);
-  auto sub = broker_->Subscribe("blk.t", options);
+  absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Milliseconds(20));
   ASSERT_THAT(sub, IsOk());
   auto client = Connect();
   client->Hello();
@@ -501,11 +503,7 @@ TEST_F(ServerTest, ARemotePublishToAFullBlockQueueGivesUpAfterItsTimeout) {
 // the session from a new one: the batch finishes there, and its Ack and what
 // waited behind it go to the new connection.
 TEST_F(ServerTest, ABlockedPublishMovesWithItsSessionToANewConnection) {
-  SubscriptionOptions options;
-  options.overflow = OverflowPolicy::kBlock;
-  options.queue_capacity = 1;
-  options.block_timeout = absl::Seconds(10);
-  auto sub = broker_->Subscribe("blk.t", options);
+  absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Seconds(10));
   ASSERT_THAT(sub, IsOk());
   constexpr char kSession[] = "blocked-session1";
   auto first = Connect();
@@ -540,11 +538,7 @@ TEST_F(ServerTest, ABlockedPublishMovesWithItsSessionToANewConnection) {
 // The publisher's session ends while its push waits: the push gives up,
 // counted, and the subscription's identity holds.
 TEST_F(ServerTest, ABlockedPublishersGoodbyeSettlesItsPush) {
-  SubscriptionOptions options;
-  options.overflow = OverflowPolicy::kBlock;
-  options.queue_capacity = 1;
-  options.block_timeout = absl::Seconds(10);
-  auto sub = broker_->Subscribe("blk.t", options);
+  absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Seconds(10));
   ASSERT_THAT(sub, IsOk());
   auto client = Connect();
   client->Hello();
