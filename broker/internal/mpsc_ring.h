@@ -111,6 +111,16 @@ class MpscRing {
            2 * pos + 1;
   }
 
+  // The single consumer: true if the message at `position` (at or after the
+  // next one to pop, within one lap) is written and not yet popped. Reads
+  // only that slot, so unlike Admitted() it takes no cache line from the
+  // producers.
+  bool IsReady(uint64_t position) const {
+    // Acquire: a statistic's guess, but it pairs with the producer's store.
+    return slots_[Index(position)].sequence.load(std::memory_order_acquire) ==
+           2 * position + 1;
+  }
+
   // Any thread: messages admitted and not yet popped (including a push whose
   // position is taken but whose value is still being written).
   size_t Size() const {

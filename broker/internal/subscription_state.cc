@@ -291,11 +291,14 @@ bool SubscriptionState::PopLocked(Delivery* out, bool sample_depth) {
     sequence = position + 1;
     // The depth just before this pop. The queue only shrinks by pops, so the
     // first pop of a receive call sees the deepest point since the previous
-    // call. Sampled once per call, not per pop: reading the producers'
-    // enqueue position on every pop would pull their cache line away from
-    // them on every push.
+    // call. Sampled once per call, not per pop. A consumer that keeps up
+    // finds the next slot empty: the depth was 1 (a push whose slot is not
+    // yet written does not count), known without reading the producers'
+    // enqueue position, whose cache line that read would take from them on
+    // almost every push.
     if (sample_depth) {
-      const uint64_t depth = ring_->Admitted() - position;
+      const uint64_t depth =
+          ring_->IsReady(position + 1) ? ring_->Admitted() - position : 1;
       if (depth > high_water_.load(std::memory_order_relaxed)) {
         // Relaxed: single writer (the consumer); a statistic.
         high_water_.store(depth, std::memory_order_relaxed);

@@ -91,6 +91,26 @@ TEST_P(PolicyTest, CapacityIsExact) {
   EXPECT_EQ(totals->dropped(), 1u);
 }
 
+TEST_P(PolicyTest, HighWaterIsTheDeepestQueueSeenByAReceive) {
+  auto broker = MakeBroker();
+  auto sub = broker->Subscribe("t", Options(16, GetParam(), absl::Seconds(1)));
+  ASSERT_THAT(sub, IsOk());
+  // A consumer that keeps up: the queue never holds more than one.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT(broker->Publish("t", "x"), IsOk());
+    ASSERT_THAT(sub->TryReceive(), IsOk());
+  }
+  auto totals = sub->Totals();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->high_water, 1u);
+  for (int i = 0; i < 5; ++i) ASSERT_THAT(broker->Publish("t", "x"), IsOk());
+  ASSERT_THAT(sub->TryReceive(), IsOk());
+  totals = sub->Totals();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->high_water, 5u);
+  EXPECT_EQ(totals->queued, 4u);
+}
+
 TEST_P(PolicyTest, AccountingIdentityHoldsAfterClose) {
   constexpr size_t kCapacity = 5;
   constexpr int kPublished = 12;

@@ -25,9 +25,12 @@ TEST_P(MpscRingCapacityTest, HoldsExactlyCapacityAndPopsInOrder) {
     for (size_t i = 0; i < capacity; ++i) {
       uint64_t value;
       ASSERT_TRUE(ring.HasMessage());
+      ASSERT_TRUE(ring.IsReady(lap * capacity + i));
       ASSERT_TRUE(ring.TryPop(&value, &position));
       EXPECT_EQ(value, lap * 1000 + i);
       EXPECT_EQ(position, lap * capacity + i);
+      // The next position is ready while the lap has messages left.
+      EXPECT_EQ(ring.IsReady(position + 1), i + 1 < capacity) << "pop " << i;
     }
     uint64_t value;
     EXPECT_FALSE(ring.HasMessage());
