@@ -88,7 +88,9 @@ class Broker {
 
   // Publishes a copy of `payload` and `headers` to `topic`, on the calling
   // thread, to every matching subscription; never blocks unless a matching
-  // subscription uses kBlock (then at most its block_timeout each). Returns
+  // kBlock subscription's queue is full (then until there is room, at most
+  // the largest such block_timeout after the publish began; the other
+  // subscriptions have the message meanwhile). Returns
   // what happened per subscription: matched, taken, dropped by reason (a
   // full queue is a counted drop, not an error). Errors, each counted by the
   // broker: kInvalidArgument for an invalid topic (see broker/topic.h), a

@@ -107,7 +107,7 @@ absl::Status BrokerCore::CheckMessage(absl::string_view topic,
 
 PublishResult BrokerCore::FanOut(const MatchList* list, absl::string_view topic,
                                  absl::string_view payload,
-                                 const Headers& headers, bool may_block,
+                                 const Headers& headers,
                                  std::vector<DeferredPush>* deferred) {
   PublishResult result;
   if (list == nullptr || list->empty()) return result;
@@ -119,7 +119,7 @@ PublishResult BrokerCore::FanOut(const MatchList* list, absl::string_view topic,
   uint32_t unused = 0;
   for (SubscriptionState* s : list->subscriptions) {
     const PushOutcome outcome =
-        deferred != nullptr ? s->PushOrDefer(m) : s->Push(m, may_block);
+        deferred != nullptr ? s->PushOrDefer(m) : s->Push(m);
     if (outcome.deferred) {
       // Its reference goes with it. The pin keeps `s` registered, so the
       // broker still holds it: shared_from_this() is safe.
@@ -179,11 +179,39 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
       entry != nullptr
           ? entry->list.load(std::memory_order_acquire)
           : registry_.LookupMiss(shard, hash, topic, &entry, &uncached);
-  const PublishResult result =
-      FanOut(list, topic, payload, headers, flags.may_block, flags.deferred);
+  // A publisher that may wait defers its pushes into full kBlock queues and
+  // waits for them once unpinned (see FinishWaits()).
+  std::vector<DeferredPush> waits;
+  std::vector<DeferredPush>* deferred = flags.deferred;
+  if (deferred == nullptr && flags.may_block) deferred = &waits;
+  PublishResult result = FanOut(list, topic, payload, headers, deferred);
   registry_.CountPublish(shard, entry, result.matched > 0);
+  if (!waits.empty()) BeginWaits();
   registry_.Unpin(shard, pin);
+  if (!waits.empty()) FinishWaits(waits, &result);
   return result;
+}
+
+void BrokerCore::BeginWaits() {
+  absl::MutexLock lock(&waits_mu_);
+  ++waiting_publishers_;
+}
+
+void BrokerCore::FinishWaits(std::vector<DeferredPush>& waits,
+                             PublishResult* result) {
+  for (DeferredPush& d : waits) {
+    Message* m = d.message.Release();
+    const PushOutcome outcome = d.subscription->WaitDeferred(m, d.deadline);
+    if (outcome.taken) {
+      ++result->taken;
+    } else {
+      ++result->dropped_by_reason[static_cast<size_t>(outcome.reason)];
+      m->Unref();
+    }
+  }
+  waits.clear();
+  absl::MutexLock lock(&waits_mu_);
+  --waiting_publishers_;
 }
 
 absl::StatusOr<PublishResult> BrokerCore::PublishToEntry(
@@ -201,11 +229,13 @@ absl::StatusOr<PublishResult> BrokerCore::PublishToEntry(
   }
   // Acquire: pairs with the registry's release of a new list. The handle
   // keeps the entry; the pin keeps the list.
-  const PublishResult result =
-      FanOut(entry->list.load(std::memory_order_acquire), entry->name, payload,
-             headers, /*may_block=*/true);
+  std::vector<DeferredPush> waits;
+  PublishResult result = FanOut(entry->list.load(std::memory_order_acquire),
+                                entry->name, payload, headers, &waits);
   registry_.CountPublish(shard, entry, result.matched > 0);
+  if (!waits.empty()) BeginWaits();
   registry_.Unpin(shard, pin);
+  if (!waits.empty()) FinishWaits(waits, &result);
   return result;
 }
 
@@ -365,7 +395,8 @@ v1::BrokerStats BrokerCore::Shutdown(absl::Time drain_deadline) {
     shutdown_done_.WaitForNotification();
     return *final_stats_;
   }
-  // Every publish that did not see the flag has finished after this.
+  // Every publish that did not see the flag has finished after this, or
+  // waits for a full kBlock queue and is counted in waiting_publishers_.
   registry_.SynchronizeAll();
 
   std::vector<std::shared_ptr<SubscriptionState>> subs;
@@ -377,13 +408,21 @@ v1::BrokerStats BrokerCore::Shutdown(absl::Time drain_deadline) {
   // millisecond so that the consume path carries no shutdown hook.
   while (absl::Now() < drain_deadline) {
     const bool drained = std::all_of(subs.begin(), subs.end(), [](auto& s) {
-      return s->closing() || s->Depth() == 0;
+      return s->closing() || (s->Depth() == 0 && !s->HasDeferred());
     });
     if (drained) break;
     absl::SleepFor(
         std::min(absl::Milliseconds(1), drain_deadline - absl::Now()));
   }
   for (const auto& s : subs) s->End();
+  {
+    // Publishers still waiting on a full kBlock queue were woken by End();
+    // they may still schedule a callback turn, so the dispatcher outlives
+    // them.
+    absl::MutexLock lock(&waits_mu_);
+    waits_mu_.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &waiting_publishers_));
+  }
   dispatcher_.Stop();
   final_stats_ = Stats();
   shutdown_done_.Notify();

@@ -42,10 +42,12 @@ struct DeferredPush {
 struct PublishFlags {
   // Herald's own layers (the SDK) may set `herald-` headers.
   bool allow_reserved_headers = false;
-  // False for the network server's I/O thread, which must never wait: a
-  // full kBlock queue then drops at once (kBlockTimeout), or, with
-  // `deferred`, defers the push into it (then the PublishResult's taken +
-  // dropped falls short of matched by the pushes deferred).
+  // True: a full kBlock queue makes the publisher wait (up to the queue's
+  // block_timeout), with no registry pin held. False for the network
+  // server's I/O thread, which must never wait: a full kBlock queue then
+  // drops at once (kBlockTimeout), or, with `deferred`, defers the push
+  // into it (then the PublishResult's taken + dropped falls short of
+  // matched by the pushes deferred).
   bool may_block = true;
   std::vector<DeferredPush>* deferred = nullptr;
 };
@@ -109,11 +111,18 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   absl::Status CheckSubscribe(absl::string_view pattern,
                               const SubscriptionOptions& options,
                               bool callback) const;
-  // Gives one message to every target of `list`. REQUIRES: pinned.
+  // Gives one message to every target of `list`. REQUIRES: pinned. With
+  // `deferred`, a full kBlock queue defers its push into it (PushOrDefer());
+  // without, it drops at once.
   PublishResult FanOut(const MatchList* list, absl::string_view topic,
                        absl::string_view payload, const Headers& headers,
-                       bool may_block,
-                       std::vector<DeferredPush>* deferred = nullptr);
+                       std::vector<DeferredPush>* deferred);
+  // A publisher about to wait for deferred pushes (FinishWaits()), counted
+  // while still pinned so that Shutdown() sees it. REQUIRES: pinned.
+  void BeginWaits();
+  // Waits for each of `waits` to be taken or dropped (no pin held), adds
+  // the outcomes to `*result`, and ends what BeginWaits() began.
+  void FinishWaits(std::vector<DeferredPush>& waits, PublishResult* result);
 
   const BrokerOptions options_;
   Registry registry_;
@@ -125,6 +134,11 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   std::atomic<uint64_t> refused_too_large_{0};
   std::atomic<uint64_t> refused_shutdown_{0};
   std::atomic<uint64_t> subscribe_refused_{0};
+
+  // Publishers between BeginWaits() and the end of FinishWaits(): Shutdown()
+  // waits for them before it stops the dispatcher.
+  absl::Mutex waits_mu_;
+  int waiting_publishers_ ABSL_GUARDED_BY(waits_mu_) = 0;
 
   mutable absl::Mutex mu_;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;

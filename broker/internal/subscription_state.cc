@@ -82,7 +82,7 @@ SubscriptionState::~SubscriptionState() {
   DiscardLocked();
 }
 
-PushOutcome SubscriptionState::Push(Message* m, bool may_block) {
+PushOutcome SubscriptionState::Push(Message* m) {
   // Matched is not counted here: it is admitted + rejected (see Matched()),
   // so a push that is taken writes no counter of its own.
   // Acquire: pairs with the release in MarkClosing()/End().
@@ -116,28 +116,12 @@ PushOutcome SubscriptionState::Push(Message* m, bool may_block) {
       break;
     }
     case OverflowPolicy::kBlock: {
+      // A publisher that may wait defers instead (PushOrDefer()), and waits
+      // with no pin held (WaitDeferred()); here a full queue drops at once.
       absl::MutexLock lock(&queue_mu_);
       if (size_ == capacity_) {
-        const absl::Time deadline =
-            may_block ? absl::Now() + block_timeout_ : absl::InfinitePast();
-        EnsureThreadIdentity();
-        ++blocked_publishers_;
-        while (size_ == capacity_ &&
-               !closing_.load(std::memory_order_acquire) &&
-               !ended_.load(std::memory_order_acquire)) {
-          if (not_full_.WaitWithDeadline(&queue_mu_, deadline)) break;
-        }
-        --blocked_publishers_;
-        if (size_ == capacity_ || closing_.load(std::memory_order_acquire) ||
-            ended_.load(std::memory_order_acquire)) {
-          const DropReason reason = closing_.load(std::memory_order_acquire)
-                                        ? DropReason::kClosed
-                                    : ended_.load(std::memory_order_acquire)
-                                        ? DropReason::kShutdown
-                                        : DropReason::kBlockTimeout;
-          Reject(reason);
-          return {false, reason, nullptr};
-        }
+        Reject(DropReason::kBlockTimeout);
+        return {false, DropReason::kBlockTimeout, nullptr};
       }
       AdmitLocked(m);
       break;
@@ -158,7 +142,7 @@ void SubscriptionState::AdmitLocked(Message* m) {
 }
 
 PushOutcome SubscriptionState::PushOrDefer(Message* m) {
-  if (policy_ != OverflowPolicy::kBlock) return Push(m, /*may_block=*/false);
+  if (policy_ != OverflowPolicy::kBlock) return Push(m);
   {
     absl::MutexLock lock(&queue_mu_);
     // Acquire: pairs with the release in MarkClosing()/End(). Read under
@@ -174,40 +158,69 @@ PushOutcome SubscriptionState::PushOrDefer(Message* m) {
       return out;
     }
   }
-  return Push(m, /*may_block=*/false);
+  return Push(m);
 }
 
 PushOutcome SubscriptionState::SettleDeferred(Message* m, bool give_up) {
   PushOutcome out;
   {
     absl::MutexLock lock(&queue_mu_);
-    if (deferred_ == 0) {
-      // Counted already, when the subscription closed or ended.
-      out.reason = closing_.load(std::memory_order_acquire)
-                       ? DropReason::kClosed
-                       : DropReason::kShutdown;
-      return out;
-    }
-    const bool closing = closing_.load(std::memory_order_acquire);
-    const bool ended = ended_.load(std::memory_order_acquire);
-    if (!closing && !ended && size_ == capacity_ && !give_up) {
-      out.deferred = true;
-      return out;
-    }
-    --deferred_;
-    --blocked_publishers_;
-    if (closing || ended || size_ == capacity_) {
-      out.reason = closing ? DropReason::kClosed
-                   : ended ? DropReason::kShutdown
-                           : DropReason::kBlockTimeout;
-      Reject(out.reason);
-      return out;
-    }
-    AdmitLocked(m);
+    out = SettleDeferredLocked(m, give_up);
   }
-  out.taken = true;
-  AfterPush();
+  if (out.taken) AfterPush();
   return out;
+}
+
+PushOutcome SubscriptionState::WaitDeferred(Message* m, absl::Time deadline) {
+  EnsureThreadIdentity();
+  PushOutcome out;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    // Acquire: pairs with the release in MarkClosing()/End(), which then
+    // take queue_mu_ to wake us.
+    while (deferred_ > 0 && size_ == capacity_ &&
+           !closing_.load(std::memory_order_acquire) &&
+           !ended_.load(std::memory_order_acquire)) {
+      if (not_full_.WaitWithDeadline(&queue_mu_, deadline)) break;
+    }
+    out = SettleDeferredLocked(m, /*give_up=*/true);
+  }
+  if (out.taken) AfterPush();
+  return out;
+}
+
+PushOutcome SubscriptionState::SettleDeferredLocked(Message* m, bool give_up) {
+  PushOutcome out;
+  if (deferred_ == 0) {
+    // Counted already, when the subscription closed or ended.
+    out.reason = closing_.load(std::memory_order_acquire)
+                     ? DropReason::kClosed
+                     : DropReason::kShutdown;
+    return out;
+  }
+  const bool closing = closing_.load(std::memory_order_acquire);
+  const bool ended = ended_.load(std::memory_order_acquire);
+  if (!closing && !ended && size_ == capacity_ && !give_up) {
+    out.deferred = true;
+    return out;
+  }
+  --deferred_;
+  --blocked_publishers_;
+  if (closing || ended || size_ == capacity_) {
+    out.reason = closing ? DropReason::kClosed
+                 : ended ? DropReason::kShutdown
+                         : DropReason::kBlockTimeout;
+    Reject(out.reason);
+    return out;
+  }
+  AdmitLocked(m);
+  out.taken = true;
+  return out;
+}
+
+bool SubscriptionState::HasDeferred() const {
+  absl::MutexLock lock(&queue_mu_);
+  return deferred_ > 0;
 }
 
 void SubscriptionState::DropDeferred(DropReason reason) {

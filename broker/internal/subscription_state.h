@@ -86,15 +86,15 @@ class SubscriptionState
   bool is_callback() const { return static_cast<bool>(callback_); }
 
   // Publisher side. Consumes one reference to `m` when taken. Counts matched
-  // and, when not taken, the drop. With `may_block` false, a full kBlock
-  // queue drops at once (kBlockTimeout).
-  PushOutcome Push(Message* m, bool may_block = true);
-  // For a publisher that must not wait (the network server): a kBlock
-  // queue that is full defers the push instead of waiting. The deferred
+  // and, when not taken, the drop. Never waits: a full kBlock queue drops at
+  // once (kBlockTimeout); a publisher that may wait uses PushOrDefer().
+  PushOutcome Push(Message* m);
+  // A full kBlock queue defers the push instead of dropping it. The deferred
   // push counts as matched at once (like a waiting publisher); the caller
-  // keeps its reference to `m` and must settle it with SettleDeferred().
-  // Other policies: as Push(m, false). REQUIRES: policy() == kBlock for a
-  // deferral to happen.
+  // keeps its reference to `m` and settles it later, with no registry pin
+  // held: SettleDeferred() (a publisher that must not wait, the network
+  // server) or WaitDeferred() (an application's publisher). Other policies,
+  // or room in the queue: as Push(m).
   PushOutcome PushOrDefer(Message* m);
   // Settles a deferred push of `m`: taken if there is room now (consuming
   // the caller's reference), dropped if the subscription is closing or
@@ -103,6 +103,12 @@ class SubscriptionState
   // already counted as dropped: then this returns a drop and counts nothing.
   // On a drop the caller keeps its reference.
   PushOutcome SettleDeferred(Message* m, bool give_up);
+  // Waits until the deferred push of `m` can be settled (room, closing,
+  // ended) or `deadline` passes, then settles it as SettleDeferred(m,
+  // true) does: taken, or dropped (kBlockTimeout at the deadline).
+  PushOutcome WaitDeferred(Message* m, absl::Time deadline);
+  // True while a deferred push is unsettled.
+  bool HasDeferred() const;
 
   // Queue-group side: queues `m` only if there is room right now (never
   // evicts or blocks), counting matched only when taken. Consumes one
@@ -189,6 +195,10 @@ class SubscriptionState
   // Counts every deferred push still unsettled as dropped for `reason`:
   // before the totals freeze (close, end).
   void DropDeferred(DropReason reason) ABSL_LOCKS_EXCLUDED(queue_mu_);
+  // SettleDeferred() under queue_mu_; the caller runs AfterPush() once
+  // unlocked if the push was taken.
+  PushOutcome SettleDeferredLocked(Message* m, bool give_up)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   // Admits `m` at the tail of the locked queue. REQUIRES: room.
   void AdmitLocked(Message* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   // Messages admitted to the queue plus pushes rejected: every push (or, for

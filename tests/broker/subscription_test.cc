@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -252,6 +253,77 @@ TEST(DropReasonTest, BlockedPublisherProceedsWhenTheConsumerMakesRoom) {
   auto d2 = sub->TryReceive();
   ASSERT_THAT(d2, IsOk());
   EXPECT_EQ(d2->payload(), "second");
+}
+
+// A publisher waiting on a full kBlock queue holds no registry pin: the
+// other targets of its message have it at once, and subscribing or closing
+// (which wait for every pinned publisher) does not wait for it.
+TEST(DropReasonTest, BlockedPublisherHoldsUpNeitherOtherTargetsNorSubscribe) {
+  BrokerOptions options;
+  options.max_block_timeout = absl::Hours(1);
+  auto broker = MakeBroker(options);
+  auto blocking = broker->Subscribe(
+      "t", Options(1, OverflowPolicy::kBlock, absl::Hours(1)));
+  ASSERT_THAT(blocking, IsOk());
+  auto other = broker->Subscribe("t", Options(4, OverflowPolicy::kDropNewest));
+  ASSERT_THAT(other, IsOk());
+  ASSERT_THAT(broker->Publish("t", "first"), IsOk());
+  ASSERT_THAT(other->TryReceive(), IsOk());
+  absl::StatusOr<PublishResult> second;
+  std::thread publisher([&] { second = broker->Publish("t", "second"); });
+  auto got = other->Receive(absl::Seconds(30));
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->payload(), "second");
+  ASSERT_TRUE(WaitFor([&] {
+    auto t = blocking->Totals();
+    return t.ok() && t->matched == 2;
+  }));
+  // Subscribe and close on another thread, bounded by a deadline far below
+  // the publisher's hour-long block_timeout.
+  absl::Notification done;
+  std::thread churn([&] {
+    for (int i = 0; i < 3; ++i) {
+      auto s = broker->Subscribe(absl::StrCat("churn.", i),
+                                 Options(1, OverflowPolicy::kDropNewest));
+      if (s.ok()) s->Close().IgnoreError();
+    }
+    done.Notify();
+  });
+  const bool prompt = done.WaitForNotificationWithTimeout(absl::Seconds(30));
+  EXPECT_TRUE(prompt) << "subscribe/close waited for the blocked publisher";
+  // Make room: the publisher's push is taken.
+  auto first = blocking->Receive(absl::Seconds(30));
+  publisher.join();
+  churn.join();
+  ASSERT_THAT(first, IsOk());
+  EXPECT_EQ(first->payload(), "first");
+  ASSERT_THAT(second, IsOk());
+  EXPECT_EQ(second->matched, 2u);
+  EXPECT_EQ(second->taken, 2u);
+  auto d = blocking->TryReceive();
+  ASSERT_THAT(d, IsOk());
+  EXPECT_EQ(d->payload(), "second");
+}
+
+TEST(DropReasonTest, ShutdownEndsAWaitingPublisherWithAShutdownDrop) {
+  auto broker = MakeBroker();
+  auto sub = broker->Subscribe(
+      "t", Options(1, OverflowPolicy::kBlock, absl::Seconds(10)));
+  ASSERT_THAT(sub, IsOk());
+  ASSERT_THAT(broker->Publish("t", "fills the queue"), IsOk());
+  absl::StatusOr<PublishResult> blocked;
+  std::thread publisher([&] { blocked = broker->Publish("t", "x"); });
+  ASSERT_TRUE(
+      WaitFor([&] { return broker->Stats().subscriptions(0).matched() == 2; }));
+  const v1::BrokerStats stats = broker->Shutdown(absl::ZeroDuration());
+  publisher.join();
+  ASSERT_THAT(blocked, IsOk());
+  EXPECT_EQ(blocked->dropped(DropReason::kShutdown), 1u);
+  EXPECT_EQ(blocked->taken, 0u);
+  ASSERT_EQ(stats.subscriptions_size(), 1);
+  // The queued message and the waiting push, both counted at the end.
+  EXPECT_EQ(stats.subscriptions(0).dropped().shutdown(), 2u);
+  EXPECT_EQ(stats.subscriptions(0).matched(), 2u);
 }
 
 TEST(DropReasonTest, ClosedCountsPublishersThatLostTheRaceToClose) {
