@@ -652,9 +652,11 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
   if ((session.blocked != nullptr ||
        (!session.held.empty() && !replaying_held_)) &&
       env.body_case() != v1::Envelope::kCredit &&
-      env.body_case() != v1::Envelope::kGoodbye) {
+      env.body_case() != v1::Envelope::kGoodbye &&
+      !(env.body_case() == v1::Envelope::kPing && env.ping().heartbeat())) {
     // Behind a blocked Publish: in order, after it (ServeBlocked()). Credit
-    // is not held: deliveries that make room may need it.
+    // is not held: deliveries that make room may need it; nor is a
+    // heartbeat, which keeps the client from giving the session up.
     if (session.held.size() >= kMaxHeldMessages) {
       Bump(counters_.malformed);
       SendError(routing_id, env.request_id(),

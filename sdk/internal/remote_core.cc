@@ -852,7 +852,7 @@ void RemoteCore::Loop() {
       } else if (after >= next_ping_) {
         v1::Envelope ping;
         ping.set_request_id(NextRequestId({.kind = Request::Kind::kHeartbeat}));
-        ping.mutable_ping();
+        ping.mutable_ping()->set_heartbeat(true);
         SendControl(ping);
         next_ping_ = after + Heartbeat();
         absl::MutexLock lock(&mu_);

@@ -222,6 +222,49 @@ TEST(RemoteClientTest, AfterGoodbyeDeliveriesDrainAndPublishesWaitForTheNext) {
   second.Stop();
 }
 
+// A publish waiting behind a full kBlock queue for longer than the client's
+// liveness timeout: the server answers heartbeats meanwhile, so the client
+// keeps its session, and the publish is taken once there is room.
+TEST(RemoteClientTest, ASessionBlockedLongerThanTheLivenessTimeoutStaysUp) {
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*"), IsOk());
+  SubscriptionOptions blocking;
+  blocking.queue_capacity = 1;
+  blocking.overflow = OverflowPolicy::kBlock;
+  blocking.block_timeout = absl::Seconds(10);
+  auto sub = broker.broker->Subscribe("blk", blocking);
+  ASSERT_THAT(sub, IsOk());
+  ClientOptions options;
+  options.heartbeat = absl::Milliseconds(50);
+  options.liveness_timeout = absl::Milliseconds(500);
+  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  ASSERT_THAT(publisher->Publish("blk", "a"), IsOk());
+  ASSERT_THAT(publisher->Publish("blk", "b"), IsOk());
+  ASSERT_TRUE(WaitFor(
+      [&] { return broker.server->Stats().publishes_deferred() >= 1; }));
+  // Heartbeats spanning several liveness timeouts, all while blocked.
+  const uint64_t pings = (*client)->Stats().pings_sent;
+  ASSERT_TRUE(
+      WaitFor([&] { return (*client)->Stats().pings_sent >= pings + 30; }));
+  EXPECT_EQ(broker.server->Stats().publishes_deferred(), 1u);
+  EXPECT_EQ((*client)->Stats().reconnects, 0u);
+  for (const char* want : {"a", "b"}) {
+    absl::StatusOr<Delivery> d = sub->Receive(absl::Now() + kWait);
+    ASSERT_THAT(d, IsOk());
+    EXPECT_EQ(d->payload(), want);
+  }
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.publish_acked, 2u);
+  EXPECT_EQ(stats.reconnects, 0u);
+  EXPECT_EQ(stats.sessions, 1u);
+  client->reset();
+  broker.Stop();
+}
+
 // A broker whose sessions live 1 s, and a client that pings far less often
 // than that: the server expires the session of a connected client, and the
 // next request it refuses tells the client.

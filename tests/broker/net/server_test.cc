@@ -476,6 +476,46 @@ TEST_F(ServerTest, ARemotePublishToAFullBlockQueueWaitsForRoom) {
   EXPECT_GE(server_->Stats().publishes_deferred(), 1u);
 }
 
+TEST_F(ServerTest, AHeartbeatIsAnsweredAtOnceWhileThePublishIsBlocked) {
+  absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Seconds(10));
+  ASSERT_THAT(sub, IsOk());
+  auto client = Connect();
+  client->Hello();
+  client->Publish(1, {"blk.t", "blk.t"}, {"a", "b"}, /*request_id=*/5);
+  ASSERT_TRUE(
+      WaitFor([&] { return server_->Stats().publishes_deferred() == 1; }));
+  v1::Envelope flush;  // Held: answered after the batch.
+  flush.set_request_id(6);
+  flush.mutable_ping();
+  client->Send(flush);
+  v1::Envelope heartbeat;  // Answered at once.
+  heartbeat.set_request_id(7);
+  heartbeat.mutable_ping()->set_heartbeat(true);
+  client->Send(heartbeat);
+  auto pong = client->Receive();
+  ASSERT_TRUE(pong.has_value());
+  EXPECT_EQ(pong->env.body_case(), v1::Envelope::kPong);
+  EXPECT_EQ(pong->env.request_id(), 7u);
+  // Still blocked: nothing was taken beyond the first message.
+  absl::StatusOr<SubscriptionTotals> totals = sub->Totals();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->queued, 1u);
+
+  for (const char* want : {"a", "b"}) {
+    absl::StatusOr<Delivery> d = sub->Receive(absl::Now() + absl::Seconds(30));
+    ASSERT_THAT(d, IsOk());
+    EXPECT_EQ(d->payload(), want);
+  }
+  auto ack = client->Receive();
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->env.body_case(), v1::Envelope::kAck);
+  EXPECT_EQ(ack->env.request_id(), 5u);
+  auto flushed = client->Receive();
+  ASSERT_TRUE(flushed.has_value());
+  EXPECT_EQ(flushed->env.body_case(), v1::Envelope::kPong);
+  EXPECT_EQ(flushed->env.request_id(), 6u);
+}
+
 TEST_F(ServerTest, ARemotePublishToAFullBlockQueueGivesUpAfterItsTimeout) {
   absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Milliseconds(20));
   ASSERT_THAT(sub, IsOk());
