@@ -82,7 +82,7 @@ SubscriptionState::~SubscriptionState() {
   DiscardLocked();
 }
 
-PushOutcome SubscriptionState::Push(Message* m) {
+PushOutcome SubscriptionState::PushSlow(Message* m) {
   // Matched is not counted here: it is admitted + rejected (see Matched()),
   // so a push that is taken writes no counter of its own.
   // Acquire: pairs with the release in MarkClosing()/End().
@@ -251,7 +251,7 @@ bool SubscriptionState::Offer(Message* m) {
   return true;
 }
 
-void SubscriptionState::AfterPush() {
+void SubscriptionState::AfterPushToExecutor() {
   if (notifier_) {
     // Seq_cst: the same Dekker pair as for callbacks, with Rearm().
     if (!scheduled_.load(std::memory_order_seq_cst) &&
@@ -260,26 +260,19 @@ void SubscriptionState::AfterPush() {
     }
     return;
   }
-  if (callback_) {
-    // Seq_cst: with the ring's seq_cst slot store, forms a Dekker pair with
-    // RunTurn()'s seq_cst store of false followed by its emptiness check, so
-    // either this publisher schedules a turn or the executor sees the message.
-    if (!scheduled_.load(std::memory_order_seq_cst) &&
-        !scheduled_.exchange(true, std::memory_order_seq_cst)) {
-      dispatcher_->Submit(shared_from_this());
-    }
-    return;
+  // Seq_cst: with the ring's seq_cst slot store, forms a Dekker pair with
+  // RunTurn()'s seq_cst store of false followed by its emptiness check, so
+  // either this publisher schedules a turn or the executor sees the message.
+  if (!scheduled_.load(std::memory_order_seq_cst) &&
+      !scheduled_.exchange(true, std::memory_order_seq_cst)) {
+    dispatcher_->Submit(shared_from_this());
   }
-  // Seq_cst: the event count's Dekker pair with the consumer's seq_cst
-  // store of parked_ before its last emptiness check (see ReceiveInto()).
-  // The first publisher to see it clears it, so a parked consumer is woken
-  // once, not by every publish until it runs.
-  if (parked_.load(std::memory_order_seq_cst) &&
-      parked_.exchange(false, std::memory_order_seq_cst)) {
-    absl::MutexLock lock(&consumer_mu_);
-    ++wake_epoch_;
-    consumer_cv_.SignalAll();
-  }
+}
+
+void SubscriptionState::WakeConsumer() {
+  absl::MutexLock lock(&consumer_mu_);
+  ++wake_epoch_;
+  consumer_cv_.SignalAll();
 }
 
 uint64_t SubscriptionState::DroppedTotal() const {

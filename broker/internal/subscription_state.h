@@ -88,7 +88,22 @@ class SubscriptionState
   // Publisher side. Consumes one reference to `m` when taken. Counts matched
   // and, when not taken, the drop. Never waits: a full kBlock queue drops at
   // once (kBlockTimeout); a publisher that may wait uses PushOrDefer().
-  PushOutcome Push(Message* m);
+  PushOutcome Push(Message* m) {
+    // The common case inline, for the fan-out loop: a drop-newest ring with
+    // room, neither closing nor ended.
+    // Acquire: pairs with the release in MarkClosing()/End().
+    if (ring_ != nullptr && !closing_.load(std::memory_order_acquire) &&
+        !ended_.load(std::memory_order_acquire)) {
+      uint64_t position;
+      if (ring_->TryPush(m, &position)) {
+        AfterPush();
+        PushOutcome out;
+        out.taken = true;
+        return out;
+      }
+    }
+    return PushSlow(m);
+  }
   // A full kBlock queue defers the push instead of dropping it. The deferred
   // push counts as matched at once (like a waiting publisher); the caller
   // keeps its reference to `m` and settles it later, with no registry pin
@@ -179,7 +194,25 @@ class SubscriptionState
                            absl::FunctionRef<bool(Delivery&&)> sink);
   bool HasMessageLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
   // Wakes a parked consumer or schedules the callback executor.
-  void AfterPush();
+  void AfterPush() {
+    if (!notifier_ && !callback_) {
+      // Seq_cst: the event count's Dekker pair with the consumer's seq_cst
+      // store of parked_ before its last emptiness check (see
+      // ReceiveInto()). The first publisher to see it clears it, so a parked
+      // consumer is woken once, not by every publish until it runs.
+      if (parked_.load(std::memory_order_seq_cst) &&
+          parked_.exchange(false, std::memory_order_seq_cst)) {
+        WakeConsumer();
+      }
+      return;
+    }
+    AfterPushToExecutor();
+  }
+  // Push() past its inline fast path: every policy and outcome.
+  PushOutcome PushSlow(Message* m);
+  void WakeConsumer();
+  // AfterPush() for a callback or notifier subscription.
+  void AfterPushToExecutor();
   void CountDrop(DropReason reason) {
     // Relaxed: statistics; the accounting identity is read once quiescent.
     dropped_[static_cast<size_t>(reason)].fetch_add(1,
