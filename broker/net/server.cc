@@ -237,7 +237,9 @@ class Server::Impl {
             std::vector<zmq::message_t>* payloads = nullptr,
             bool* failed = nullptr);
   void CloseSession(const std::string& routing_id, bool expired);
-  void CloseSessions(const std::vector<std::string>& routing_ids, bool expired);
+  // Closes the sessions, and `also` (if given) in the same grace period.
+  void CloseSessions(const std::vector<std::string>& routing_ids, bool expired,
+                     Subscription* also = nullptr);
   // The session's peer is gone: see Session::detached.
   void Detach(const std::string& routing_id);
   void ExpireSessions();
@@ -1082,11 +1084,12 @@ void Server::Impl::CloseSession(const std::string& routing_id, bool expired) {
 }
 
 void Server::Impl::CloseSessions(const std::vector<std::string>& routing_ids,
-                                 bool expired) {
-  if (routing_ids.empty()) return;
+                                 bool expired, Subscription* also) {
+  if (routing_ids.empty() && also == nullptr) return;
   // Their subscriptions close together: one grace period for them all, so
   // that closing many sessions (Stop()) is not one grace period each.
   std::vector<Subscription*> subscriptions;
+  if (also != nullptr) subscriptions.push_back(also);
   for (const std::string& rid : routing_ids) {
     auto it = sessions_.find(rid);
     if (it == sessions_.end()) continue;
@@ -1312,9 +1315,10 @@ void Server::Impl::Shutdown() {
   if (!goodbye_sent_) SendGoodbyes();
   std::vector<std::string> routing_ids;
   for (const auto& [rid, s] : sessions_) routing_ids.push_back(rid);
-  // Closing a remote subscription keeps its totals in the broker's stats.
-  CloseSessions(routing_ids, /*expired=*/false);
-  if (plain_feed_.valid()) plain_feed_.Close().IgnoreError();  // Same.
+  // Closing a remote subscription keeps its totals in the broker's stats;
+  // the plain subscribers' feed closes with them.
+  CloseSessions(routing_ids, /*expired=*/false,
+                plain_feed_.valid() ? &plain_feed_ : nullptr);
   plain_pending_.clear();
   // Unsent messages may go out for the configured linger, within the
   // caller's deadline.
