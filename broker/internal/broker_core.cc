@@ -70,10 +70,11 @@ BrokerCore::BrokerCore(BrokerOptions options)
 
 BrokerCore::~BrokerCore() { Shutdown(absl::InfinitePast()); }
 
-absl::Status BrokerCore::CheckMessage(absl::string_view topic,
-                                      absl::string_view payload,
-                                      const Headers& headers,
-                                      bool allow_reserved, bool topic_known) {
+absl::Status BrokerCore::CheckMessageSlow(absl::string_view topic,
+                                          absl::string_view payload,
+                                          const Headers& headers,
+                                          bool allow_reserved,
+                                          bool topic_known) {
   // Relaxed on the refusal counters: statistics. A topic with a registry
   // entry was validated when the entry was made.
   if (!topic_known) {

@@ -107,7 +107,19 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   // `topic_known`, the topic has a registry entry and is valid.
   absl::Status CheckMessage(absl::string_view topic, absl::string_view payload,
                             const Headers& headers, bool allow_reserved,
-                            bool topic_known);
+                            bool topic_known) {
+    // The common case inline: a known topic, no headers, within the limit.
+    if (topic_known && headers.empty() &&
+        topic.size() + payload.size() <= options_.max_message_bytes) {
+      return absl::OkStatus();
+    }
+    return CheckMessageSlow(topic, payload, headers, allow_reserved,
+                            topic_known);
+  }
+  absl::Status CheckMessageSlow(absl::string_view topic,
+                                absl::string_view payload,
+                                const Headers& headers, bool allow_reserved,
+                                bool topic_known);
   absl::Status CheckSubscribe(absl::string_view pattern,
                               const SubscriptionOptions& options,
                               bool callback) const;

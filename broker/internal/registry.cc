@@ -108,26 +108,6 @@ uint64_t Registry::HashTopic(absl::string_view topic) {
   return absl::Hash<absl::string_view>()(topic);
 }
 
-uint32_t Registry::Pin(size_t shard_index) {
-  Shard& shard = *shards_[shard_index];
-  while (true) {
-    // Seq_cst on all three: the reader's increment must be ordered before its
-    // re-check of gen, and a writer's flip before its read of the counter.
-    const uint32_t g = shard.gen.load(std::memory_order_seq_cst);
-    shard.readers[g & 1].fetch_add(1, std::memory_order_seq_cst);
-    if (shard.gen.load(std::memory_order_seq_cst) == g) return g;
-    // Release: nothing was read under this pin; just undo it.
-    shard.readers[g & 1].fetch_sub(1, std::memory_order_release);
-  }
-}
-
-void Registry::Unpin(size_t shard_index, uint32_t pin) {
-  // Release: every read made under the pin happens before a writer that sees
-  // the count drop frees what was read.
-  shards_[shard_index]->readers[pin & 1].fetch_sub(1,
-                                                   std::memory_order_release);
-}
-
 void Registry::Synchronize(Shard& shard) {
   // Index tables retired before the flip below are unreachable by the
   // publishers that pin after it; freed once the older ones have left.

@@ -134,8 +134,8 @@ class Registry {
 
   // Publisher side: Pin() before Find()/LookupMiss()/using an entry's list,
   // Unpin() after the last use of anything read through them.
-  uint32_t Pin(size_t shard);
-  void Unpin(size_t shard, uint32_t pin);
+  inline uint32_t Pin(size_t shard);
+  inline void Unpin(size_t shard, uint32_t pin);
 
   // REQUIRES: pinned in `shard` == ShardOf(hash). The topic's entry, or
   // null; lock-free.
@@ -270,6 +270,27 @@ class Registry {
   std::atomic<uint64_t> closed_groups_taken_{0};
   std::atomic<uint64_t> closed_groups_full_{0};
 };
+
+// Inline: two per publish.
+uint32_t Registry::Pin(size_t shard_index) {
+  Shard& shard = *shards_[shard_index];
+  while (true) {
+    // Seq_cst on all three: the reader's increment must be ordered before its
+    // re-check of gen, and a writer's flip before its read of the counter.
+    const uint32_t g = shard.gen.load(std::memory_order_seq_cst);
+    shard.readers[g & 1].fetch_add(1, std::memory_order_seq_cst);
+    if (shard.gen.load(std::memory_order_seq_cst) == g) return g;
+    // Release: nothing was read under this pin; just undo it.
+    shard.readers[g & 1].fetch_sub(1, std::memory_order_release);
+  }
+}
+
+void Registry::Unpin(size_t shard_index, uint32_t pin) {
+  // Release: every read made under the pin happens before a writer that sees
+  // the count drop frees what was read.
+  shards_[shard_index]->readers[pin & 1].fetch_sub(1,
+                                                   std::memory_order_release);
+}
 
 }  // namespace herald::internal
 

@@ -141,8 +141,7 @@ void SubscriptionState::AdmitLocked(Message* m) {
   }
 }
 
-PushOutcome SubscriptionState::PushOrDefer(Message* m) {
-  if (policy_ != OverflowPolicy::kBlock) return Push(m);
+PushOutcome SubscriptionState::PushOrDeferSlow(Message* m) {
   {
     absl::MutexLock lock(&queue_mu_);
     // Acquire: pairs with the release in MarkClosing()/End(). Read under

@@ -110,7 +110,9 @@ class SubscriptionState
   // held: SettleDeferred() (a publisher that must not wait, the network
   // server) or WaitDeferred() (an application's publisher). Other policies,
   // or room in the queue: as Push(m).
-  PushOutcome PushOrDefer(Message* m);
+  PushOutcome PushOrDefer(Message* m) {
+    return policy_ == OverflowPolicy::kBlock ? PushOrDeferSlow(m) : Push(m);
+  }
   // Settles a deferred push of `m`: taken if there is room now (consuming
   // the caller's reference), dropped if the subscription is closing or
   // ended, or with `give_up` (kBlockTimeout); otherwise still deferred.
@@ -208,6 +210,8 @@ class SubscriptionState
     }
     AfterPushToExecutor();
   }
+  // PushOrDefer() for kBlock.
+  PushOutcome PushOrDeferSlow(Message* m);
   // Push() past its inline fast path: every policy and outcome.
   PushOutcome PushSlow(Message* m);
   void WakeConsumer();
