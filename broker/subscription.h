@@ -90,7 +90,8 @@ class Subscription {
   // matched == delivered + dropped() + abandoned holds exactly. A second
   // Close() returns the same totals; Close() on an empty (default or
   // moved-from) handle returns kFailedPrecondition. Blocks for at most one
-  // publish on the broker (a kBlock publisher waits up to its timeout).
+  // publish on the broker (a publisher waiting for room in a kBlock queue is
+  // not waited for: its push counts as kClosed).
   absl::StatusOr<SubscriptionTotals> Close();
 
   // A live snapshot of the counters. While publishes or receives are in

@@ -287,7 +287,7 @@ bool SubscriptionState::HasMessageLocked() const {
   return size_ > 0;
 }
 
-bool SubscriptionState::PopLocked(Delivery* out, bool sample_depth) {
+bool SubscriptionState::PopLocked(Delivery* out, bool first_of_call) {
   Message* m;
   uint64_t sequence;
   if (ring_ != nullptr) {
@@ -301,7 +301,7 @@ bool SubscriptionState::PopLocked(Delivery* out, bool sample_depth) {
     // yet written does not count), known without reading the producers'
     // enqueue position, whose cache line that read would take from them on
     // almost every push.
-    if (sample_depth) {
+    if (first_of_call) {
       const uint64_t depth =
           ring_->IsReady(position + 1) ? ring_->Admitted() - position : 1;
       if (depth > high_water_.load(std::memory_order_relaxed)) {
@@ -321,9 +321,17 @@ bool SubscriptionState::PopLocked(Delivery* out, bool sample_depth) {
   // Relaxed: single writer (the consumer, under consumer_mu_).
   delivered_.store(delivered_.load(std::memory_order_relaxed) + 1,
                    std::memory_order_relaxed);
-  const uint64_t dropped = DroppedTotal();
-  const uint64_t missed = dropped - dropped_seen_;
-  dropped_seen_ = dropped;
+  // Drops are looked at on the first pop of a receive call only: publishers
+  // write the drop counters on every drop, so reading them on every pop
+  // would take their cache line from the publishers once per message just
+  // when the queue overflows. A drop during the call is reported on the
+  // next call's first delivery.
+  uint64_t missed = 0;
+  if (first_of_call) {
+    const uint64_t dropped = DroppedTotal();
+    missed = dropped - dropped_seen_;
+    dropped_seen_ = dropped;
+  }
   *out = Delivery(MessageRef::Adopt(m), sequence, missed);
   return true;
 }
@@ -379,12 +387,13 @@ bool SubscriptionState::TakeQueued(size_t max_messages,
   // As ReceiveInto(): what is queued is taken even while closing.
   if (frozen_) return false;
   Delivery d;
-  if (!PopLocked(&d, /*sample_depth=*/true)) {
+  if (!PopLocked(&d, /*first_of_call=*/true)) {
     return !closing_.load(std::memory_order_acquire);
   }
   do {
     out->push_back(std::move(d));
-  } while (out->size() < max_messages && PopLocked(&d, /*sample_depth=*/false));
+  } while (out->size() < max_messages &&
+           PopLocked(&d, /*first_of_call=*/false));
   return true;
 }
 
@@ -420,8 +429,8 @@ absl::Status SubscriptionState::ReceiveInto(
       absl::MutexLock lock(&consumer_mu_);
       while (true) {
         Delivery d;
-        if (!frozen_ && PopLocked(&d, /*sample_depth=*/true)) {
-          while (sink(std::move(d)) && PopLocked(&d, /*sample_depth=*/false)) {
+        if (!frozen_ && PopLocked(&d, /*first_of_call=*/true)) {
+          while (sink(std::move(d)) && PopLocked(&d, /*first_of_call=*/false)) {
           }
           return absl::OkStatus();
         }
@@ -472,7 +481,7 @@ bool SubscriptionState::RunTurn() {
     {
       absl::MutexLock lock(&consumer_mu_);
       if (frozen_ || closing_.load(std::memory_order_acquire)) return false;
-      if (!PopLocked(&d, /*sample_depth=*/n == 0)) break;
+      if (!PopLocked(&d, /*first_of_call=*/n == 0)) break;
       callback_running_ = true;
       callback_thread_ = std::this_thread::get_id();
     }

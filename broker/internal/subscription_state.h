@@ -186,9 +186,10 @@ class SubscriptionState
     uint64_t sequence;
   };
 
-  // Takes the oldest message; with `sample_depth`, first records the queue's
-  // depth in the high-water mark (once per receive call: see the .cc).
-  bool PopLocked(Delivery* out, bool sample_depth)
+  // Takes the oldest message. `first_of_call`: the first pop of a receive
+  // call, which records the queue's depth in the high-water mark and
+  // reports the drops since the previous report as missed (see the .cc).
+  bool PopLocked(Delivery* out, bool first_of_call)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
   // Waits for at least one message (see Receive()), then hands messages to
   // `sink` while it returns true and messages are ready.

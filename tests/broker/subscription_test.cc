@@ -112,6 +112,28 @@ TEST_P(PolicyTest, HighWaterIsTheDeepestQueueSeenByAReceive) {
   EXPECT_EQ(totals->queued, 4u);
 }
 
+TEST_P(PolicyTest, ABatchReportsTheDropsBeforeItOnItsFirstDelivery) {
+  auto broker = MakeBroker();
+  auto sub =
+      broker->Subscribe("t", Options(2, GetParam(), absl::Milliseconds(1)));
+  ASSERT_THAT(sub, IsOk());
+  std::vector<Delivery> batch;
+  uint64_t missed_total = 0;
+  for (const int published : {5, 3}) {
+    for (int i = 0; i < published; ++i) {
+      ASSERT_THAT(broker->Publish("t", "x"), IsOk());
+    }
+    ASSERT_THAT(sub->ReceiveBatch(10, absl::Now(), &batch), IsOk());
+    ASSERT_EQ(batch.size(), 2u);
+    EXPECT_EQ(batch[0].missed(), static_cast<uint64_t>(published - 2));
+    EXPECT_EQ(batch[1].missed(), 0u);
+    missed_total += batch[0].missed();
+  }
+  auto totals = sub->Totals();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->dropped(), missed_total);
+}
+
 TEST_P(PolicyTest, AccountingIdentityHoldsAfterClose) {
   constexpr size_t kCapacity = 5;
   constexpr int kPublished = 12;
