@@ -33,7 +33,9 @@ class Delivery {
   // kDropOldest evictions (an evicted message had a number).
   uint64_t sequence() const { return sequence_; }
   // Messages dropped for this subscription since the previous delivery, all
-  // reasons together: a count, not a position.
+  // reasons together: a count, not a position. Drops are looked at once per
+  // receive call, so the later deliveries of a batch report 0 and a drop
+  // during a call is reported by the next call's first delivery.
   uint64_t missed() const { return missed_; }
 
   // The shared message itself.

@@ -189,7 +189,7 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
   registry_.CountPublish(shard, entry, result.matched > 0);
   if (!waits.empty()) BeginWaits();
   registry_.Unpin(shard, pin);
-  if (!waits.empty()) FinishWaits(waits, &result);
+  if (!waits.empty()) FinishWaits(shard, waits, &result);
   return result;
 }
 
@@ -198,17 +198,36 @@ void BrokerCore::BeginWaits() {
   ++waiting_publishers_;
 }
 
-void BrokerCore::FinishWaits(std::vector<DeferredPush>& waits,
+void BrokerCore::FinishWaits(size_t shard, std::vector<DeferredPush>& waits,
                              PublishResult* result) {
-  for (DeferredPush& d : waits) {
-    Message* m = d.message.Release();
-    const PushOutcome outcome = d.subscription->WaitDeferred(m, d.deadline);
-    if (outcome.taken) {
-      ++result->taken;
-    } else {
-      ++result->dropped_by_reason[static_cast<size_t>(outcome.reason)];
-      m->Unref();
+  // Each push is settled while pinned (SettleDeferred() may run the
+  // subscription's AfterPush(), which a Close() must wait for), and waited
+  // for unpinned. Every push that has room now is settled first, so that
+  // one full queue does not hold up the others.
+  bool first_pass = true;
+  size_t left = waits.size();
+  while (left > 0) {
+    for (DeferredPush& d : waits) {
+      if (!d.message) continue;  // Settled.
+      if (!first_pass) d.subscription->WaitForRoom(d.deadline);
+      Message* m = d.message.Release();
+      const uint32_t pin = registry_.Pin(shard);
+      const PushOutcome outcome = d.subscription->SettleDeferred(
+          m, /*give_up=*/!first_pass && absl::Now() >= d.deadline);
+      registry_.Unpin(shard, pin);
+      if (outcome.deferred) {
+        d.message = MessageRef::Adopt(m);  // Still ours: wait for room.
+        continue;
+      }
+      --left;
+      if (outcome.taken) {
+        ++result->taken;
+      } else {
+        ++result->dropped_by_reason[static_cast<size_t>(outcome.reason)];
+        m->Unref();
+      }
     }
+    first_pass = false;
   }
   waits.clear();
   absl::MutexLock lock(&waits_mu_);
@@ -236,7 +255,7 @@ absl::StatusOr<PublishResult> BrokerCore::PublishToEntry(
   registry_.CountPublish(shard, entry, result.matched > 0);
   if (!waits.empty()) BeginWaits();
   registry_.Unpin(shard, pin);
-  if (!waits.empty()) FinishWaits(waits, &result);
+  if (!waits.empty()) FinishWaits(shard, waits, &result);
   return result;
 }
 

@@ -132,9 +132,11 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   // A publisher about to wait for deferred pushes (FinishWaits()), counted
   // while still pinned so that Shutdown() sees it. REQUIRES: pinned.
   void BeginWaits();
-  // Waits for each of `waits` to be taken or dropped (no pin held), adds
-  // the outcomes to `*result`, and ends what BeginWaits() began.
-  void FinishWaits(std::vector<DeferredPush>& waits, PublishResult* result);
+  // Waits for each of `waits` to be taken or dropped (waiting with no pin
+  // held; settling pinned in `shard`), adds the outcomes to `*result`, and
+  // ends what BeginWaits() began.
+  void FinishWaits(size_t shard, std::vector<DeferredPush>& waits,
+                   PublishResult* result);
 
   const BrokerOptions options_;
   Registry registry_;

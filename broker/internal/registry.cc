@@ -365,8 +365,7 @@ absl::Status Registry::Add(SubscriptionState* s) {
 }
 
 void Registry::Remove(absl::Span<SubscriptionState* const> subs) {
-  // Nothing to remove: no grace period to wait for (a kBlock publisher may
-  // hold a shard pinned for up to its block_timeout).
+  // Nothing to remove: no grace period to wait for.
   if (subs.empty()) return;
   Retired retired;
   {

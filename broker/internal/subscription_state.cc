@@ -117,7 +117,7 @@ PushOutcome SubscriptionState::PushSlow(Message* m) {
     }
     case OverflowPolicy::kBlock: {
       // A publisher that may wait defers instead (PushOrDefer()), and waits
-      // with no pin held (WaitDeferred()); here a full queue drops at once.
+      // with no pin held (WaitForRoom()); here a full queue drops at once.
       absl::MutexLock lock(&queue_mu_);
       if (size_ == capacity_) {
         Reject(DropReason::kBlockTimeout);
@@ -142,22 +142,33 @@ void SubscriptionState::AdmitLocked(Message* m) {
 }
 
 PushOutcome SubscriptionState::PushOrDeferSlow(Message* m) {
+  PushOutcome out;
   {
+    // Admit, defer or reject in one critical section: a check for room
+    // followed by a separate push could lose the room to another publisher
+    // and drop a message that should have waited.
     absl::MutexLock lock(&queue_mu_);
     // Acquire: pairs with the release in MarkClosing()/End(). Read under
     // queue_mu_, which DropDeferred() takes after setting them: a deferral
     // made here is seen and counted there.
     const bool closing = closing_.load(std::memory_order_acquire);
     const bool ended = ended_.load(std::memory_order_acquire);
-    if (!closing && !ended && size_ == capacity_) {
+    if (closing || ended) {
+      out.reason = closing ? DropReason::kClosed : DropReason::kShutdown;
+      Reject(out.reason);
+      return out;
+    }
+    if (size_ == capacity_) {
       ++blocked_publishers_;
       ++deferred_;
-      PushOutcome out;
       out.deferred = true;
       return out;
     }
+    AdmitLocked(m);
   }
-  return Push(m);
+  out.taken = true;
+  AfterPush();
+  return out;
 }
 
 PushOutcome SubscriptionState::SettleDeferred(Message* m, bool give_up) {
@@ -170,31 +181,23 @@ PushOutcome SubscriptionState::SettleDeferred(Message* m, bool give_up) {
   return out;
 }
 
-PushOutcome SubscriptionState::WaitDeferred(Message* m, absl::Time deadline) {
+void SubscriptionState::WaitForRoom(absl::Time deadline) {
   EnsureThreadIdentity();
-  PushOutcome out;
-  {
-    absl::MutexLock lock(&queue_mu_);
-    // Acquire: pairs with the release in MarkClosing()/End(), which then
-    // take queue_mu_ to wake us.
-    while (deferred_ > 0 && size_ == capacity_ &&
-           !closing_.load(std::memory_order_acquire) &&
-           !ended_.load(std::memory_order_acquire)) {
-      if (not_full_.WaitWithDeadline(&queue_mu_, deadline)) break;
-    }
-    out = SettleDeferredLocked(m, /*give_up=*/true);
+  absl::MutexLock lock(&queue_mu_);
+  // Acquire: pairs with the release in MarkClosing()/End(), which then take
+  // queue_mu_ to wake us.
+  while (deferred_ > 0 && size_ == capacity_ &&
+         !closing_.load(std::memory_order_acquire) &&
+         !ended_.load(std::memory_order_acquire)) {
+    if (not_full_.WaitWithDeadline(&queue_mu_, deadline)) break;
   }
-  if (out.taken) AfterPush();
-  return out;
 }
 
 PushOutcome SubscriptionState::SettleDeferredLocked(Message* m, bool give_up) {
   PushOutcome out;
   if (deferred_ == 0) {
     // Counted already, when the subscription closed or ended.
-    out.reason = closing_.load(std::memory_order_acquire)
-                     ? DropReason::kClosed
-                     : DropReason::kShutdown;
+    out.reason = deferred_drop_reason_;
     return out;
   }
   const bool closing = closing_.load(std::memory_order_acquire);
@@ -225,6 +228,7 @@ bool SubscriptionState::HasDeferred() const {
 void SubscriptionState::DropDeferred(DropReason reason) {
   absl::MutexLock lock(&queue_mu_);
   if (deferred_ == 0) return;
+  deferred_drop_reason_ = reason;
   blocked_publishers_ -= deferred_;
   Reject(reason, static_cast<uint64_t>(deferred_));
   deferred_ = 0;

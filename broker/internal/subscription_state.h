@@ -106,10 +106,10 @@ class SubscriptionState
   }
   // A full kBlock queue defers the push instead of dropping it. The deferred
   // push counts as matched at once (like a waiting publisher); the caller
-  // keeps its reference to `m` and settles it later, with no registry pin
-  // held: SettleDeferred() (a publisher that must not wait, the network
-  // server) or WaitDeferred() (an application's publisher). Other policies,
-  // or room in the queue: as Push(m).
+  // keeps its reference to `m` and settles it later with SettleDeferred():
+  // a publisher that must not wait (the network server) polls; an
+  // application's publisher waits with WaitForRoom(), unpinned, between
+  // tries. Other policies, or room in the queue: as Push(m).
   PushOutcome PushOrDefer(Message* m) {
     return policy_ == OverflowPolicy::kBlock ? PushOrDeferSlow(m) : Push(m);
   }
@@ -120,10 +120,12 @@ class SubscriptionState
   // already counted as dropped: then this returns a drop and counts nothing.
   // On a drop the caller keeps its reference.
   PushOutcome SettleDeferred(Message* m, bool give_up);
-  // Waits until the deferred push of `m` can be settled (room, closing,
-  // ended) or `deadline` passes, then settles it as SettleDeferred(m,
-  // true) does: taken, or dropped (kBlockTimeout at the deadline).
-  PushOutcome WaitDeferred(Message* m, absl::Time deadline);
+  // Waits, with no lock or pin held, until a deferred push may be settled:
+  // there is room, the subscription is closing or ended (or has counted its
+  // deferred pushes), or `deadline` passes. The caller then settles it with
+  // SettleDeferred() while pinned, so that a Close() that waits for pinned
+  // publishers also waits for the AfterPush() of a push it admits.
+  void WaitForRoom(absl::Time deadline);
   // True while a deferred push is unsettled.
   bool HasDeferred() const;
 
@@ -278,6 +280,10 @@ class SubscriptionState
   int blocked_publishers_ ABSL_GUARDED_BY(queue_mu_) = 0;
   // Of blocked_publishers_, the deferred pushes (PushOrDefer()).
   int deferred_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  // The reason DropDeferred() counted the deferred pushes under, for their
+  // publishers' results.
+  DropReason deferred_drop_reason_ ABSL_GUARDED_BY(queue_mu_) =
+      DropReason::kClosed;
 
   // Written by publishers.
   alignas(kCacheLineSize) std::atomic<uint64_t> rejected_{0};

@@ -327,6 +327,41 @@ TEST(DropReasonTest, BlockedPublisherHoldsUpNeitherOtherTargetsNorSubscribe) {
   EXPECT_EQ(d->payload(), "second");
 }
 
+// Publishers racing for the last free slot of a kBlock queue: the ones that
+// lose it wait for the next one, none drops (the block_timeout is far
+// longer than the run).
+TEST(DropReasonTest, PublishersRacingForRoomInABlockQueueNeverDrop) {
+  constexpr int kPublishers = 4;
+  constexpr int kEach = 2000;
+  auto broker = MakeBroker();
+  auto sub = broker->Subscribe(
+      "t", Options(1, OverflowPolicy::kBlock, absl::Seconds(10)));
+  ASSERT_THAT(sub, IsOk());
+  std::atomic<uint64_t> dropped{0};
+  std::vector<std::thread> publishers;
+  for (int p = 0; p < kPublishers; ++p) {
+    publishers.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i) {
+        auto r = broker->Publish("t", "x");
+        if (!r.ok() || r->taken != 1) dropped.fetch_add(1);
+      }
+    });
+  }
+  int received = 0;
+  while (received < kPublishers * kEach) {
+    auto d = sub->Receive(absl::Seconds(30));
+    if (!d.ok()) break;
+    ++received;
+  }
+  for (auto& t : publishers) t.join();
+  EXPECT_EQ(received, kPublishers * kEach);
+  EXPECT_EQ(dropped.load(), 0u);
+  auto t = sub->Close();
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->dropped(), 0u);
+  EXPECT_EQ(t->delivered, static_cast<uint64_t>(kPublishers * kEach));
+}
+
 TEST(DropReasonTest, ShutdownEndsAWaitingPublisherWithAShutdownDrop) {
   auto broker = MakeBroker();
   auto sub = broker->Subscribe(
