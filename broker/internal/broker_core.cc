@@ -181,21 +181,30 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
           ? entry->list.load(std::memory_order_acquire)
           : registry_.LookupMiss(shard, hash, topic, &entry, &uncached);
   // A publisher that may wait defers its pushes into full kBlock queues and
-  // waits for them once unpinned (see FinishWaits()).
+  // waits for them once unpinned (see EndPublish()).
   std::vector<DeferredPush> waits;
   std::vector<DeferredPush>* deferred = flags.deferred;
   if (deferred == nullptr && flags.may_block) deferred = &waits;
   PublishResult result = FanOut(list, topic, payload, headers, deferred);
-  registry_.CountPublish(shard, entry, result.matched > 0);
-  if (!waits.empty()) BeginWaits();
-  registry_.Unpin(shard, pin);
-  if (!waits.empty()) FinishWaits(shard, waits, &result);
+  EndPublish(shard, pin, entry, waits, &result);
   return result;
 }
 
-void BrokerCore::BeginWaits() {
-  absl::MutexLock lock(&waits_mu_);
-  ++waiting_publishers_;
+void BrokerCore::EndPublish(size_t shard, uint32_t pin, TopicEntry* entry,
+                            std::vector<DeferredPush>& waits,
+                            PublishResult* result) {
+  registry_.CountPublish(shard, entry, result->matched > 0);
+  if (waits.empty()) {
+    registry_.Unpin(shard, pin);
+    return;
+  }
+  {
+    // Counted while still pinned, so that Shutdown() sees it.
+    absl::MutexLock lock(&waits_mu_);
+    ++waiting_publishers_;
+  }
+  registry_.Unpin(shard, pin);
+  FinishWaits(shard, waits, result);
 }
 
 void BrokerCore::FinishWaits(size_t shard, std::vector<DeferredPush>& waits,
@@ -252,10 +261,7 @@ absl::StatusOr<PublishResult> BrokerCore::PublishToEntry(
   std::vector<DeferredPush> waits;
   PublishResult result = FanOut(entry->list.load(std::memory_order_acquire),
                                 entry->name, payload, headers, &waits);
-  registry_.CountPublish(shard, entry, result.matched > 0);
-  if (!waits.empty()) BeginWaits();
-  registry_.Unpin(shard, pin);
-  if (!waits.empty()) FinishWaits(shard, waits, &result);
+  EndPublish(shard, pin, entry, waits, &result);
   return result;
 }
 

@@ -129,12 +129,14 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   PublishResult FanOut(const MatchList* list, absl::string_view topic,
                        absl::string_view payload, const Headers& headers,
                        std::vector<DeferredPush>* deferred);
-  // A publisher about to wait for deferred pushes (FinishWaits()), counted
-  // while still pinned so that Shutdown() sees it. REQUIRES: pinned.
-  void BeginWaits();
+  // The end of every publish, after FanOut(): counts it on `entry` (or the
+  // shard), unpins, and settles `waits`, the pushes FanOut() deferred into
+  // full kBlock queues, with FinishWaits(). REQUIRES: pinned (`pin`).
+  void EndPublish(size_t shard, uint32_t pin, TopicEntry* entry,
+                  std::vector<DeferredPush>& waits, PublishResult* result);
   // Waits for each of `waits` to be taken or dropped (waiting with no pin
   // held; settling pinned in `shard`), adds the outcomes to `*result`, and
-  // ends what BeginWaits() began.
+  // takes the publisher off waiting_publishers_.
   void FinishWaits(size_t shard, std::vector<DeferredPush>& waits,
                    PublishResult* result);
 
@@ -149,8 +151,9 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   std::atomic<uint64_t> refused_shutdown_{0};
   std::atomic<uint64_t> subscribe_refused_{0};
 
-  // Publishers between BeginWaits() and the end of FinishWaits(): Shutdown()
-  // waits for them before it stops the dispatcher.
+  // Publishers waiting for deferred pushes (EndPublish() to the end of
+  // FinishWaits()): Shutdown() waits for them before it stops the
+  // dispatcher.
   absl::Mutex waits_mu_;
   int waiting_publishers_ ABSL_GUARDED_BY(waits_mu_) = 0;
 
