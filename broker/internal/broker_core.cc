@@ -190,14 +190,9 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
   return result;
 }
 
-void BrokerCore::EndPublish(size_t shard, uint32_t pin, TopicEntry* entry,
-                            std::vector<DeferredPush>& waits,
-                            PublishResult* result) {
-  registry_.CountPublish(shard, entry, result->matched > 0);
-  if (waits.empty()) {
-    registry_.Unpin(shard, pin);
-    return;
-  }
+void BrokerCore::EndPublishWaiting(size_t shard, uint32_t pin,
+                                   std::vector<DeferredPush>& waits,
+                                   PublishResult* result) {
   {
     // Counted while still pinned, so that Shutdown() sees it.
     absl::MutexLock lock(&waits_mu_);

@@ -133,7 +133,18 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   // shard), unpins, and settles `waits`, the pushes FanOut() deferred into
   // full kBlock queues, with FinishWaits(). REQUIRES: pinned (`pin`).
   void EndPublish(size_t shard, uint32_t pin, TopicEntry* entry,
-                  std::vector<DeferredPush>& waits, PublishResult* result);
+                  std::vector<DeferredPush>& waits, PublishResult* result) {
+    registry_.CountPublish(shard, entry, result->matched > 0);
+    if (waits.empty()) {
+      registry_.Unpin(shard, pin);  // The common case inline.
+      return;
+    }
+    EndPublishWaiting(shard, pin, waits, result);
+  }
+  // EndPublish() with `waits`, once counted.
+  void EndPublishWaiting(size_t shard, uint32_t pin,
+                         std::vector<DeferredPush>& waits,
+                         PublishResult* result);
   // Waits for each of `waits` to be taken or dropped (waiting with no pin
   // held; settling pinned in `shard`), adds the outcomes to `*result`, and
   // takes the publisher off waiting_publishers_.

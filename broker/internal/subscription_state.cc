@@ -88,11 +88,11 @@ PushOutcome SubscriptionState::PushSlow(Message* m) {
   // Acquire: pairs with the release in MarkClosing()/End().
   if (closing_.load(std::memory_order_acquire)) {
     Reject(DropReason::kClosed);
-    return {false, DropReason::kClosed, nullptr};
+    return {.reason = DropReason::kClosed};
   }
   if (ended_.load(std::memory_order_acquire)) {
     Reject(DropReason::kShutdown);
-    return {false, DropReason::kShutdown, nullptr};
+    return {.reason = DropReason::kShutdown};
   }
   PushOutcome out;
   switch (policy_) {
@@ -100,7 +100,7 @@ PushOutcome SubscriptionState::PushSlow(Message* m) {
       uint64_t position;
       if (!ring_->TryPush(m, &position)) {
         Reject(DropReason::kQueueFull);
-        return {false, DropReason::kQueueFull, nullptr};
+        return {.reason = DropReason::kQueueFull};
       }
       break;
     }
@@ -121,7 +121,7 @@ PushOutcome SubscriptionState::PushSlow(Message* m) {
       absl::MutexLock lock(&queue_mu_);
       if (size_ == capacity_) {
         Reject(DropReason::kBlockTimeout);
-        return {false, DropReason::kBlockTimeout, nullptr};
+        return {.reason = DropReason::kBlockTimeout};
       }
       AdmitLocked(m);
       break;
@@ -291,6 +291,39 @@ bool SubscriptionState::HasMessageLocked() const {
   return size_ > 0;
 }
 
+void SubscriptionState::NoteDepthLocked(uint64_t position) {
+  // The depth just before the first pop of a receive call. The queue only
+  // shrinks by pops, so that is the deepest point since the previous call.
+  // A consumer that keeps up finds the next slot empty: the depth was 1 (a
+  // push whose slot is not yet written does not count), known without
+  // reading the producers' enqueue position, whose cache line that read
+  // would take from them on almost every push.
+  const uint64_t depth =
+      ring_->IsReady(position + 1) ? ring_->Admitted() - position : 1;
+  if (depth > high_water_.load(std::memory_order_relaxed)) {
+    // Relaxed: single writer (the consumer); a statistic.
+    high_water_.store(depth, std::memory_order_relaxed);
+  }
+}
+
+uint64_t SubscriptionState::TakeMissedLocked() {
+  // Drops are looked at on the first pop of a receive call only: publishers
+  // write the drop counters on every drop, so reading them on every pop
+  // would take their cache line from the publishers once per message just
+  // when the queue overflows. A drop during the call is reported on the
+  // next call's first delivery.
+  const uint64_t dropped = DroppedTotal();
+  const uint64_t missed = dropped - dropped_seen_;
+  dropped_seen_ = dropped;
+  return missed;
+}
+
+void SubscriptionState::CountDeliveredLocked(uint64_t n) {
+  // Relaxed: single writer (the consumer, under consumer_mu_).
+  delivered_.store(delivered_.load(std::memory_order_relaxed) + n,
+                   std::memory_order_relaxed);
+}
+
 bool SubscriptionState::PopLocked(Delivery* out, bool first_of_call) {
   Message* m;
   uint64_t sequence;
@@ -298,21 +331,7 @@ bool SubscriptionState::PopLocked(Delivery* out, bool first_of_call) {
     uint64_t position;
     if (!ring_->TryPop(&m, &position)) return false;
     sequence = position + 1;
-    // The depth just before this pop. The queue only shrinks by pops, so the
-    // first pop of a receive call sees the deepest point since the previous
-    // call. Sampled once per call, not per pop. A consumer that keeps up
-    // finds the next slot empty: the depth was 1 (a push whose slot is not
-    // yet written does not count), known without reading the producers'
-    // enqueue position, whose cache line that read would take from them on
-    // almost every push.
-    if (first_of_call) {
-      const uint64_t depth =
-          ring_->IsReady(position + 1) ? ring_->Admitted() - position : 1;
-      if (depth > high_water_.load(std::memory_order_relaxed)) {
-        // Relaxed: single writer (the consumer); a statistic.
-        high_water_.store(depth, std::memory_order_relaxed);
-      }
-    }
+    if (first_of_call) NoteDepthLocked(position);
   } else {
     absl::MutexLock lock(&queue_mu_);
     if (size_ == 0) return false;
@@ -322,22 +341,44 @@ bool SubscriptionState::PopLocked(Delivery* out, bool first_of_call) {
     --size_;
     if (blocked_publishers_ > 0) not_full_.Signal();
   }
-  // Relaxed: single writer (the consumer, under consumer_mu_).
-  delivered_.store(delivered_.load(std::memory_order_relaxed) + 1,
-                   std::memory_order_relaxed);
-  // Drops are looked at on the first pop of a receive call only: publishers
-  // write the drop counters on every drop, so reading them on every pop
-  // would take their cache line from the publishers once per message just
-  // when the queue overflows. A drop during the call is reported on the
-  // next call's first delivery.
-  uint64_t missed = 0;
-  if (first_of_call) {
-    const uint64_t dropped = DroppedTotal();
-    missed = dropped - dropped_seen_;
-    dropped_seen_ = dropped;
-  }
-  *out = Delivery(MessageRef::Adopt(m), sequence, missed);
+  CountDeliveredLocked(1);
+  *out = Delivery(MessageRef::Adopt(m), sequence,
+                  first_of_call ? TakeMissedLocked() : 0);
   return true;
+}
+
+size_t SubscriptionState::PopBatchLocked(size_t max_messages,
+                                         std::vector<Delivery>* out) {
+  // As PopLocked() in a loop, with the per-call work done once: the depth,
+  // the drops and the delivered count; for a locked queue, one lock and at
+  // most one wake-up of the blocked publishers.
+  size_t n = 0;
+  if (ring_ != nullptr) {
+    Message* m;
+    uint64_t position;
+    if (!ring_->TryPop(&m, &position)) return 0;
+    NoteDepthLocked(position);
+    out->emplace_back(MessageRef::Adopt(m), position + 1, TakeMissedLocked());
+    n = 1;
+    while (n < max_messages && ring_->TryPop(&m, &position)) {
+      out->emplace_back(MessageRef::Adopt(m), position + 1, 0);
+      ++n;
+    }
+  } else {
+    absl::MutexLock lock(&queue_mu_);
+    if (size_ == 0) return 0;
+    const uint64_t missed = TakeMissedLocked();
+    for (; n < max_messages && size_ > 0; ++n) {
+      const LockedEntry& e = buffer_[head_];
+      out->emplace_back(MessageRef::Adopt(e.message), e.sequence,
+                        n == 0 ? missed : 0);
+      head_ = (head_ + 1) % capacity_;
+      --size_;
+    }
+    if (blocked_publishers_ > 0) not_full_.SignalAll();
+  }
+  CountDeliveredLocked(n);
+  return n;
 }
 
 absl::Status SubscriptionState::EndedStatusLocked() const {
@@ -362,10 +403,10 @@ bool SubscriptionState::WaitLocked(absl::Time deadline,
 absl::StatusOr<Delivery> SubscriptionState::Receive(
     absl::Time deadline, const std::stop_token& stop) {
   Delivery out;
-  HERALD_RETURN_IF_ERROR(ReceiveInto(deadline, stop, [&](Delivery&& d) {
-    out = std::move(d);
-    return false;  // One is enough.
-  }));
+  HERALD_RETURN_IF_ERROR(
+      ReceiveInto(deadline, stop, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return PopLocked(&out, /*first_of_call=*/true);
+      }));
   return out;
 }
 
@@ -377,10 +418,9 @@ absl::Status SubscriptionState::ReceiveBatch(size_t max_messages,
   if (max_messages == 0) {
     return absl::InvalidArgumentError("receive batch: max_messages is 0");
   }
-  return ReceiveInto(deadline, stop, [&](Delivery&& d) {
+  return ReceiveInto(deadline, stop, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     if (out->capacity() == 0) out->reserve(std::min<size_t>(max_messages, 64));
-    out->push_back(std::move(d));
-    return out->size() < max_messages;
+    return PopBatchLocked(max_messages, out) > 0;
   });
 }
 
@@ -390,20 +430,15 @@ bool SubscriptionState::TakeQueued(size_t max_messages,
   absl::MutexLock lock(&consumer_mu_);
   // As ReceiveInto(): what is queued is taken even while closing.
   if (frozen_) return false;
-  Delivery d;
-  if (!PopLocked(&d, /*first_of_call=*/true)) {
+  if (max_messages == 0 || PopBatchLocked(max_messages, out) == 0) {
     return !closing_.load(std::memory_order_acquire);
   }
-  do {
-    out->push_back(std::move(d));
-  } while (out->size() < max_messages &&
-           PopLocked(&d, /*first_of_call=*/false));
   return true;
 }
 
-absl::Status SubscriptionState::ReceiveInto(
-    absl::Time deadline, const std::stop_token& stop,
-    absl::FunctionRef<bool(Delivery&&)> sink) {
+absl::Status SubscriptionState::ReceiveInto(absl::Time deadline,
+                                            const std::stop_token& stop,
+                                            absl::FunctionRef<bool()> take) {
   if (callback_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "subscription ", id_, " delivers to a callback; it cannot Receive"));
@@ -432,12 +467,7 @@ absl::Status SubscriptionState::ReceiveInto(
     {
       absl::MutexLock lock(&consumer_mu_);
       while (true) {
-        Delivery d;
-        if (!frozen_ && PopLocked(&d, /*first_of_call=*/true)) {
-          while (sink(std::move(d)) && PopLocked(&d, /*first_of_call=*/false)) {
-          }
-          return absl::OkStatus();
-        }
+        if (!frozen_ && take()) return absl::OkStatus();
         if (frozen_) return EndedStatusLocked();
         if (closing_.load(std::memory_order_acquire)) {
           return absl::FailedPreconditionError(absl::StrCat(

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/attributes.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -52,14 +53,16 @@ struct alignas(kCacheLineSize) PaddedCounter {
 void FillDropCounts(const DropCounts& counts, v1::DropCounts* out);
 
 // What Push() did with a message.
+// 16 bytes, so that it is returned in registers.
 struct PushOutcome {
-  bool taken = false;
-  DropReason reason = DropReason::kQueueFull;  // When !taken && !deferred.
   Message* evicted = nullptr;  // kDropOldest: an old message the caller unrefs.
+  DropReason reason = DropReason::kQueueFull;  // When !taken && !deferred.
+  bool taken = false;
   // PushOrDefer()/SettleDeferred(): neither taken nor dropped yet; the
   // caller keeps its reference and settles it later.
   bool deferred = false;
 };
+static_assert(sizeof(PushOutcome) <= 16);
 
 class SubscriptionState
     : public std::enable_shared_from_this<SubscriptionState> {
@@ -88,7 +91,7 @@ class SubscriptionState
   // Publisher side. Consumes one reference to `m` when taken. Counts matched
   // and, when not taken, the drop. Never waits: a full kBlock queue drops at
   // once (kBlockTimeout); a publisher that may wait uses PushOrDefer().
-  PushOutcome Push(Message* m) {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE PushOutcome Push(Message* m) {
     // The common case inline, for the fan-out loop: a drop-newest ring with
     // room, neither closing nor ended.
     // Acquire: pairs with the release in MarkClosing()/End().
@@ -110,7 +113,7 @@ class SubscriptionState
   // a publisher that must not wait (the network server) polls; an
   // application's publisher waits with WaitForRoom(), unpinned, between
   // tries. Other policies, or room in the queue: as Push(m).
-  PushOutcome PushOrDefer(Message* m) {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE PushOutcome PushOrDefer(Message* m) {
     return policy_ == OverflowPolicy::kBlock ? PushOrDeferSlow(m) : Push(m);
   }
   // Settles a deferred push of `m`: taken if there is room now (consuming
@@ -193,10 +196,23 @@ class SubscriptionState
   // reports the drops since the previous report as missed (see the .cc).
   bool PopLocked(Delivery* out, bool first_of_call)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
-  // Waits for at least one message (see Receive()), then hands messages to
-  // `sink` while it returns true and messages are ready.
+  // Appends up to `max_messages` (> 0) queued messages to `*out`, as one
+  // receive call: returns how many.
+  size_t PopBatchLocked(size_t max_messages, std::vector<Delivery>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  // Records the queue's depth before the pop of `position` in the
+  // high-water mark. REQUIRES: the ring.
+  void NoteDepthLocked(uint64_t position)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  // The drops since the previous report (a delivery's missed()).
+  uint64_t TakeMissedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  void CountDeliveredLocked(uint64_t n)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  // Waits until `take` (called under consumer_mu_, and only while the
+  // subscription is not frozen) takes at least one message and returns
+  // true, or the deadline, `stop`, closing or the end comes first.
   absl::Status ReceiveInto(absl::Time deadline, const std::stop_token& stop,
-                           absl::FunctionRef<bool(Delivery&&)> sink);
+                           absl::FunctionRef<bool()> take);
   bool HasMessageLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
   // Wakes a parked consumer or schedules the callback executor.
   void AfterPush() {

@@ -72,6 +72,42 @@ TEST_P(PolicyTest, DeliversInPublishOrderWithIncreasingSequence) {
   EXPECT_THAT(sub->TryReceive(), StatusIs(absl::StatusCode::kDeadlineExceeded));
 }
 
+// Batches across the queue's wrap-around (7 slots, not a power of two), in
+// order, each with its sequence, counted as delivered once each.
+TEST_P(PolicyTest, BatchesKeepOrderAndSequenceAcrossTheWrapAround) {
+  constexpr size_t kCapacity = 7;
+  auto broker = MakeBroker();
+  auto sub = broker->Subscribe("t", Options(kCapacity, GetParam()));
+  ASSERT_THAT(sub, IsOk());
+  std::vector<Delivery> batch;
+  int published = 0;
+  uint64_t next_sequence = 1;
+  for (const size_t queued : {5, 6, 7, 3}) {
+    for (size_t i = 0; i < queued; ++i) {
+      ASSERT_THAT(broker->Publish("t", std::to_string(published++)), IsOk());
+    }
+    size_t received = 0;
+    while (received < queued) {
+      ASSERT_THAT(sub->ReceiveBatch(4, absl::Now(), &batch), IsOk());
+      ASSERT_LE(batch.size(), 4u);
+      for (const Delivery& d : batch) {
+        EXPECT_EQ(d.sequence(), next_sequence);
+        EXPECT_EQ(d.payload(), std::to_string(next_sequence - 1));
+        EXPECT_EQ(d.missed(), 0u);
+        ++next_sequence;
+      }
+      received += batch.size();
+    }
+    EXPECT_EQ(received, queued);
+  }
+  auto totals = sub->Totals();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->delivered, static_cast<uint64_t>(published));
+  EXPECT_EQ(totals->matched, static_cast<uint64_t>(published));
+  EXPECT_EQ(totals->queued, 0u);
+  EXPECT_EQ(totals->high_water, kCapacity);
+}
+
 TEST_P(PolicyTest, CapacityIsExact) {
   constexpr size_t kCapacity = 7;  // Not a power of two.
   auto broker = MakeBroker();
@@ -275,6 +311,61 @@ TEST(DropReasonTest, BlockedPublisherProceedsWhenTheConsumerMakesRoom) {
   auto d2 = sub->TryReceive();
   ASSERT_THAT(d2, IsOk());
   EXPECT_EQ(d2->payload(), "second");
+}
+
+// One batch receive that frees several slots lets every publisher waiting
+// for one in, each before its block_timeout.
+TEST(DropReasonTest, ABatchReceiveLetsInEveryBlockedPublisher) {
+  constexpr int kWaiting = 3;
+  BrokerOptions options;
+  options.max_block_timeout = absl::Hours(1);
+  auto broker = MakeBroker(options);
+  auto sub = broker->Subscribe(
+      "t", Options(kWaiting, OverflowPolicy::kBlock, absl::Hours(1)));
+  ASSERT_THAT(sub, IsOk());
+  for (int i = 0; i < kWaiting; ++i) {
+    ASSERT_THAT(broker->Publish("t", absl::StrCat("queued ", i)), IsOk());
+  }
+  std::vector<absl::StatusOr<PublishResult>> results(kWaiting);
+  std::vector<std::thread> publishers;
+  for (int i = 0; i < kWaiting; ++i) {
+    publishers.emplace_back([&, i] {
+      results[i] = broker->Publish("t", absl::StrCat("waiting ", i));
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    auto t = sub->Totals();
+    return t.ok() && t->matched == 2 * kWaiting;
+  }));
+  std::vector<Delivery> batch;
+  ASSERT_THAT(sub->ReceiveBatch(kWaiting, absl::Now(), &batch), IsOk());
+  ASSERT_EQ(batch.size(), static_cast<size_t>(kWaiting));
+  for (int i = 0; i < kWaiting; ++i) {
+    EXPECT_EQ(batch[i].payload(), absl::StrCat("queued ", i));
+    EXPECT_EQ(batch[i].sequence(), static_cast<uint64_t>(i + 1));
+  }
+  // Every waiting publisher gets in, long before its hour-long timeout.
+  absl::Notification joined;
+  std::thread joiner([&] {
+    for (std::thread& t : publishers) t.join();
+    joined.Notify();
+  });
+  const bool prompt = joined.WaitForNotificationWithTimeout(absl::Seconds(30));
+  EXPECT_TRUE(prompt) << "a publisher was not woken by the batch";
+  if (!prompt) {
+    ASSERT_THAT(sub->Close(), IsOk());  // Ends the waits.
+  }
+  joiner.join();
+  for (const auto& r : results) {
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->taken, 1u);
+  }
+  ASSERT_THAT(sub->ReceiveBatch(10, absl::Now(), &batch), IsOk());
+  EXPECT_EQ(batch.size(), static_cast<size_t>(kWaiting));
+  auto totals = sub->Totals();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->delivered, 2u * kWaiting);
+  EXPECT_EQ(totals->dropped(), 0u);
 }
 
 // A publisher waiting on a full kBlock queue holds no registry pin: the
