@@ -199,43 +199,48 @@ void BrokerCore::EndPublishWaiting(size_t shard, uint32_t pin,
     ++waiting_publishers_;
   }
   registry_.Unpin(shard, pin);
-  FinishWaits(shard, waits, result);
+  FinishWaits(waits, result);
 }
 
-void BrokerCore::FinishWaits(size_t shard, std::vector<DeferredPush>& waits,
+void BrokerCore::FinishWaits(std::vector<DeferredPush>& waits,
                              PublishResult* result) {
-  // Each push is settled while pinned (SettleDeferred() may run the
-  // subscription's AfterPush(), which a Close() must wait for), and waited
-  // for unpinned. Every push that has room now is settled first, so that
-  // one full queue does not hold up the others.
+  // Each push is waited for unpinned and settled pinned (SettleDeferred()).
+  // Every push that has room now is settled first, so that one full queue
+  // does not hold up the others.
   bool first_pass = true;
   size_t left = waits.size();
   while (left > 0) {
     for (DeferredPush& d : waits) {
-      if (!d.message) continue;  // Settled.
+      if (d.subscription == nullptr) continue;  // Settled.
       if (!first_pass) d.subscription->WaitForRoom(d.deadline);
-      Message* m = d.message.Release();
-      const uint32_t pin = registry_.Pin(shard);
-      const PushOutcome outcome = d.subscription->SettleDeferred(
-          m, /*give_up=*/!first_pass && absl::Now() >= d.deadline);
-      registry_.Unpin(shard, pin);
-      if (outcome.deferred) {
-        d.message = MessageRef::Adopt(m);  // Still ours: wait for room.
-        continue;
-      }
+      const PushOutcome outcome = SettleDeferred(
+          d, /*give_up=*/!first_pass && absl::Now() >= d.deadline);
+      if (outcome.deferred) continue;  // Wait for room.
       --left;
       if (outcome.taken) {
         ++result->taken;
       } else {
         ++result->dropped_by_reason[static_cast<size_t>(outcome.reason)];
-        m->Unref();
       }
+      d = DeferredPush{};  // Settled: drops a dropped message's reference.
     }
     first_pass = false;
   }
   waits.clear();
   absl::MutexLock lock(&waits_mu_);
   --waiting_publishers_;
+}
+
+PushOutcome BrokerCore::SettleDeferred(DeferredPush& d, bool give_up) {
+  // Any shard: Close() and Shutdown() wait for the publishers pinned in
+  // every shard.
+  const uint32_t pin = registry_.Pin(0);
+  Message* m = d.message.Release();
+  const PushOutcome out = d.subscription->SettleDeferred(m, give_up);
+  registry_.Unpin(0, pin);
+  // Taken: the queue has the reference now. Otherwise it is still ours.
+  if (!out.taken) d.message = MessageRef::Adopt(m);
+  return out;
 }
 
 absl::StatusOr<PublishResult> BrokerCore::PublishToEntry(
@@ -436,6 +441,10 @@ v1::BrokerStats BrokerCore::Shutdown(absl::Time drain_deadline) {
         std::min(absl::Milliseconds(1), drain_deadline - absl::Now()));
   }
   for (const auto& s : subs) s->End();
+  // A deferred push settled by a polling publisher (SettleDeferred()) that
+  // was admitted before End() may still be in its AfterPush(); once this
+  // returns, every later settle finds the subscription ended.
+  registry_.SynchronizeAll();
   {
     // Publishers still waiting on a full kBlock queue were woken by End();
     // they may still schedule a callback turn, so the dispatcher outlives

@@ -77,6 +77,13 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
                     .may_block = false,
                     .deferred = deferred});
   }
+  // Settles `d` (see SubscriptionState::SettleDeferred()) pinned, so that a
+  // Close() or Shutdown() waits for the AfterPush() of a push this admits,
+  // which may wake a consumer or run another server's notifier. For every
+  // publisher with deferred pushes: one that waits (FinishWaits()) and one
+  // that polls (the network server). `d.message` is left empty once the
+  // queue took it and keeps the message while still deferred or dropped.
+  PushOutcome SettleDeferred(DeferredPush& d, bool give_up);
   absl::StatusOr<PublishResult> PublishToEntry(TopicEntry* entry,
                                                absl::string_view payload,
                                                const Headers& headers);
@@ -146,10 +153,9 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
                          std::vector<DeferredPush>& waits,
                          PublishResult* result);
   // Waits for each of `waits` to be taken or dropped (waiting with no pin
-  // held; settling pinned in `shard`), adds the outcomes to `*result`, and
-  // takes the publisher off waiting_publishers_.
-  void FinishWaits(size_t shard, std::vector<DeferredPush>& waits,
-                   PublishResult* result);
+  // held; settling pinned), adds the outcomes to `*result`, and takes the
+  // publisher off waiting_publishers_.
+  void FinishWaits(std::vector<DeferredPush>& waits, PublishResult* result);
 
   const BrokerOptions options_;
   Registry registry_;

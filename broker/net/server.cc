@@ -216,8 +216,6 @@ class Server::Impl {
                       std::vector<zmq::message_t>& frames, int first);
   // Settles blocked sessions' deferred pushes and resumes what they held.
   void ServeBlocked();
-  // True once `d` is settled (taken, or dropped and counted).
-  static bool SettleDeferred(internal::DeferredPush& d, bool give_up);
   // Settles a Publish batch: Ack{acked_batch_sequence} if asked for.
   void SendBatchAck(Session& s, const v1::Envelope& env,
                     const v1::Publish& publish);
@@ -897,8 +895,8 @@ void Server::Impl::ServeBlocked() {
     }
     Session& session = *it->second;
     BlockedPublish& b = *session.blocked;
-    std::erase_if(b.deferred, [now](internal::DeferredPush& d) {
-      return SettleDeferred(d, /*give_up=*/now >= d.deadline);
+    std::erase_if(b.deferred, [this, now](internal::DeferredPush& d) {
+      return !core_.SettleDeferred(d, /*give_up=*/now >= d.deadline).deferred;
     });
     if (!b.deferred.empty()) continue;
     // Settled: the rest of the batch, then what the session sent since, in
@@ -919,14 +917,6 @@ void Server::Impl::ServeBlocked() {
       replaying_held_ = false;
     }
   }
-}
-
-bool Server::Impl::SettleDeferred(internal::DeferredPush& d, bool give_up) {
-  Message* m = d.message.Release();
-  const internal::PushOutcome out = d.subscription->SettleDeferred(m, give_up);
-  // Taken: the queue has the reference now. Otherwise it is still ours.
-  if (!out.taken) d.message = MessageRef::Adopt(m);
-  return !out.deferred;
 }
 
 void Server::Impl::SendBatchAck(Session& s, const v1::Envelope& env,
@@ -1105,7 +1095,7 @@ void Server::Impl::CloseSessions(const std::vector<std::string>& routing_ids,
     // The publisher is gone: its deferred pushes give up (kBlockTimeout),
     // unless there is room now.
     for (internal::DeferredPush& d : it->second->blocked->deferred) {
-      SettleDeferred(d, /*give_up=*/true);
+      core_.SettleDeferred(d, /*give_up=*/true);
     }
     blocked_sessions_.erase(rid);
   }
