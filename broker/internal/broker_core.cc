@@ -440,6 +440,9 @@ v1::BrokerStats BrokerCore::Shutdown(absl::Time drain_deadline) {
     absl::SleepFor(
         std::min(absl::Milliseconds(1), drain_deadline - absl::Now()));
   }
+  // Every subscription is marked before any is ended: ending one waits for
+  // its running callback, which may itself be waiting for room in another.
+  for (const auto& s : subs) s->MarkEnded();
   for (const auto& s : subs) s->End();
   // A deferred push settled by a polling publisher (SettleDeferred()) that
   // was admitted before End() may still be in its AfterPush(); once this

@@ -607,13 +607,15 @@ SubscriptionTotals SubscriptionState::FinishClose() {
   return final_totals_;
 }
 
-SubscriptionTotals SubscriptionState::End() {
+void SubscriptionState::MarkEnded() {
   // Release: pairs with the acquire loads in Push()/Offer().
   ended_.store(true, std::memory_order_release);
-  {
-    absl::MutexLock lock(&queue_mu_);
-    not_full_.SignalAll();
-  }
+  absl::MutexLock lock(&queue_mu_);
+  not_full_.SignalAll();
+}
+
+SubscriptionTotals SubscriptionState::End() {
+  MarkEnded();
   absl::MutexLock lock(&consumer_mu_);
   EnsureThreadIdentity();
   while (callback_running_ && callback_thread_ != std::this_thread::get_id()) {

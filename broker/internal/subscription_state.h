@@ -170,8 +170,14 @@ class SubscriptionState
   // is left in the queue as abandoned and freezes the totals. Idempotent: a
   // later call returns the same totals.
   SubscriptionTotals FinishClose();
-  // Ends the subscription at broker shutdown: what is left in the queue is
-  // dropped (kShutdown), receivers get kOutOfRange, totals freeze.
+  // First step of ending at broker shutdown: publishers from now on count
+  // kShutdown, and publishers waiting for room stop waiting. Shutdown()
+  // marks every subscription before it ends any, so that a callback that
+  // waits for room in one subscription does not hold up the end of another.
+  void MarkEnded();
+  // Ends the subscription at broker shutdown (marking it first, if not yet):
+  // what is left in the queue is dropped (kShutdown), receivers get
+  // kOutOfRange, totals freeze.
   SubscriptionTotals End();
 
   bool closing() const { return closing_.load(std::memory_order_acquire); }

@@ -233,6 +233,76 @@ TEST(BrokerTest, ShutdownEndsStreamsWithOutOfRange) {
   EXPECT_EQ(totals->dropped(DropReason::kShutdown), 1u);
 }
 
+// Callbacks waiting for room in full kBlock queues do not hold up
+// Shutdown(). Ending a callback's subscription waits for the running
+// callback, so every subscription is marked ended (which ends such waits)
+// before any end waits. Eight forwarders each wait on their own queue, so
+// that, in whatever order Shutdown() reaches them, some forwarder comes
+// before its queue.
+TEST(BrokerTest, ShutdownIsNotHeldUpByCallbacksWaitingForRoom) {
+  constexpr int kForwarders = 8;
+  BrokerOptions options;
+  options.max_block_timeout = absl::Hours(1);
+  options.dispatcher_threads = kForwarders;
+  auto broker = MakeBroker(options);
+  SubscriptionOptions full = Capacity(1, OverflowPolicy::kBlock);
+  full.block_timeout = absl::Hours(1);
+  absl::Mutex mu;
+  std::vector<PublishResult> forwarded;  // Guarded by mu.
+  std::vector<Subscription> subs;        // Forwarder i, then its queue, ...
+  for (int i = 0; i < kForwarders; ++i) {
+    const std::string out = absl::StrCat("out.", i);
+    auto forwarder = broker->Subscribe(
+        absl::StrCat("in.", i), {}, [&, out](const Delivery& d) {
+          auto r = broker->Publish(out, d.payload());
+          absl::MutexLock lock(&mu);
+          if (r.ok()) forwarded.push_back(*r);
+        });
+    ASSERT_THAT(forwarder, IsOk());
+    subs.push_back(std::move(*forwarder));
+    auto queue = broker->Subscribe(out, full);
+    ASSERT_THAT(queue, IsOk());
+    subs.push_back(std::move(*queue));
+    ASSERT_THAT(broker->Publish(out, "fills the queue"), IsOk());
+    ASSERT_THAT(broker->Publish(absl::StrCat("in.", i), "forward me"), IsOk());
+  }
+  // Every forwarder waits: its push into the full queue has matched.
+  ASSERT_TRUE(WaitFor([&] {
+    for (int i = 0; i < kForwarders; ++i) {
+      auto t = subs[2 * i + 1].Totals();
+      if (!t.ok() || t->matched != 2) return false;
+    }
+    return true;
+  }));
+  absl::Notification shut_down;
+  std::thread shutdown([&] {
+    broker->Shutdown(absl::ZeroDuration());
+    shut_down.Notify();
+  });
+  const bool prompt =
+      shut_down.WaitForNotificationWithTimeout(absl::Seconds(30));
+  EXPECT_TRUE(prompt) << "Shutdown() waited for a callback's block_timeout";
+  if (!prompt) {
+    // Ends the waits, and the test.
+    for (int i = 0; i < kForwarders; ++i) subs[2 * i + 1].Close().IgnoreError();
+  }
+  shutdown.join();
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(forwarded.size(), static_cast<size_t>(kForwarders));
+    for (const PublishResult& r : forwarded) {
+      EXPECT_EQ(r.matched, 1u);
+      EXPECT_EQ(r.dropped(DropReason::kShutdown), 1u);
+    }
+  }
+  for (int i = 0; i < kForwarders; ++i) {
+    auto totals = subs[2 * i + 1].Close();
+    ASSERT_THAT(totals, IsOk());
+    EXPECT_EQ(totals->matched, 2u);
+    EXPECT_EQ(totals->dropped(DropReason::kShutdown), 2u);
+  }
+}
+
 TEST(BrokerTest, StatsJsonPrintsZeroCountsAndFieldNames) {
   auto broker = MakeBroker();
   auto sub = broker->Subscribe("t");
