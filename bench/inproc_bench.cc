@@ -26,9 +26,6 @@
 // publishing side, router included, per publish), allocs_per_delivery (on the
 // subscriber threads, per delivery), peak_rss_mb (the process's peak RSS
 // during the run: VmHWM, reset before each run).
-#include <malloc.h>
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -57,6 +54,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/bench_main.h"
+#include "bench/peak_rss.h"
 #include "benchmark/benchmark.h"
 #include "broker/broker.h"
 #include "broker/internal/mpsc_ring.h"
@@ -167,35 +165,6 @@ const bool kRatioCounterSet = [] {
   return true;
 }();
 
-// ------------------------------------------------------------ peak RSS
-
-// Resets the process's RSS high-water mark to the current RSS (Linux >= 4.0).
-void ResetPeakRss() {
-  malloc_trim(0);  // Return freed heap, so earlier runs do not count.
-  if (FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
-    std::fputs("5", f);
-    std::fclose(f);
-  }
-}
-
-// The process's peak RSS since the last ResetPeakRss(), in MiB: VmHWM, or
-// getrusage's ru_maxrss (the peak since the process started) without /proc.
-double PeakRssMiB() {
-  long kib = -1;
-  if (FILE* f = std::fopen("/proc/self/status", "r")) {
-    char line[256];
-    while (std::fgets(line, sizeof(line), f) != nullptr) {
-      if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
-    }
-    std::fclose(f);
-  }
-  if (kib < 0) {
-    struct rusage usage;
-    if (getrusage(RUSAGE_SELF, &usage) == 0) kib = usage.ru_maxrss;
-  }
-  return kib >= 0 ? static_cast<double>(kib) / 1024.0 : 0;
-}
-
 // ------------------------------------------------------------ the harness
 
 struct Workload {
@@ -270,7 +239,7 @@ struct RunResult {
 template <typename Subject>
 RunResult RunOnce(const Workload& w) {
   RunResult result;
-  ResetPeakRss();
+  herald::bench::ResetPeakRss();
   Subject subject(w);
   std::vector<PublisherStats> pubs(w.publishers);
   std::vector<SubscriberStats> subs(w.subscribers);
@@ -314,7 +283,7 @@ RunResult RunOnce(const Workload& w) {
   for (int i = 0; i < w.publishers; ++i) threads[w.subscribers + i].join();
   subject.PublishersDone();
   for (int i = 0; i < w.subscribers; ++i) threads[i].join();
-  result.peak_rss_mib = PeakRssMiB();
+  result.peak_rss_mib = herald::bench::PeakRssMiB();
 
   absl::Time end = start;
   for (const PublisherStats& p : pubs) {

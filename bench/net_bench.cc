@@ -26,9 +26,7 @@
 // quiet_ms: a subscriber that has not got every message stops this long
 // after the publisher is done and nothing arrived (default 200); the time of
 // its last message, not of the quiet period, ends the measured interval.
-#include <malloc.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <zmq.h>
 
 #include <algorithm>
@@ -55,6 +53,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/bench_main.h"
+#include "bench/peak_rss.h"
 #include "benchmark/benchmark.h"
 #include "broker/broker.h"
 #include "broker/net/server.h"
@@ -108,33 +107,6 @@ void SleepUntilNs(int64_t t) {
   if (remaining > 0) {
     std::this_thread::sleep_for(std::chrono::nanoseconds(remaining));
   }
-}
-
-// Resets the process's RSS high-water mark to the current RSS (Linux >= 4.0).
-void ResetPeakRss() {
-  malloc_trim(0);  // Return freed heap, so earlier runs do not count.
-  if (FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
-    std::fputs("5", f);
-    std::fclose(f);
-  }
-}
-
-// The process's peak RSS since the last ResetPeakRss(), in MiB: VmHWM, or
-// getrusage's ru_maxrss (the peak since the process started) without /proc.
-double PeakRssMiB() {
-  long kib = -1;
-  if (FILE* f = std::fopen("/proc/self/status", "r")) {
-    char line[256];
-    while (std::fgets(line, sizeof(line), f) != nullptr) {
-      if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
-    }
-    std::fclose(f);
-  }
-  if (kib < 0) {
-    struct rusage usage;
-    if (getrusage(RUSAGE_SELF, &usage) == 0) kib = usage.ru_maxrss;
-  }
-  return kib >= 0 ? static_cast<double>(kib) / 1024.0 : 0;
 }
 
 // Nearest-rank percentile of sorted `values`; 0 if empty.
@@ -614,7 +586,7 @@ void SetCommonCounters(benchmark::State& state, const Workload& w,
     state.counters["broker_drop_pct"] =
         pairs > 0 ? 100.0 * static_cast<double>(r.broker_dropped) / pairs : 0;
   }
-  state.counters["peak_rss_mb"] = PeakRssMiB();
+  state.counters["peak_rss_mb"] = herald::bench::PeakRssMiB();
 }
 
 // One iteration is one message published (and delivered to every
@@ -626,7 +598,7 @@ void Throughput(benchmark::State& state, Subject subject) {
   w.payload = static_cast<size_t>(state.range(1));
   w.count = static_cast<uint64_t>(state.max_iterations);
   w.quiet_ns = QuietNs();
-  ResetPeakRss();
+  herald::bench::ResetPeakRss();
   RunResult r;
   while (state.KeepRunningBatch(state.max_iterations)) {
     r = RunSubject(subject, w);
@@ -653,7 +625,7 @@ void Latency(benchmark::State& state, Subject subject) {
   w.count = std::max<uint64_t>(
       1, static_cast<uint64_t>(LatencySeconds() * kLatencyRate));
   w.quiet_ns = QuietNs();
-  ResetPeakRss();
+  herald::bench::ResetPeakRss();
   RunResult r;
   for (auto _ : state) {
     r = RunSubject(subject, w);
