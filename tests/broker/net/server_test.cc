@@ -3,6 +3,7 @@
 // limits, bad input, expiry, and the plain PUB/SUB endpoints.
 #include "broker/net/server.h"
 
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <random>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "broker/broker.h"
 #include "broker/net/framing.h"
@@ -137,15 +139,31 @@ class RawClient {
     Send(env);
   }
 
+  // A Ping: a heartbeat (answered at once) or a round trip (answered in
+  // order).
+  void SendPing(uint64_t request_id, bool heartbeat = false) {
+    v1::Envelope env;
+    env.set_request_id(request_id);
+    env.mutable_ping()->set_heartbeat(heartbeat);
+    Send(env);
+  }
+
   // Round trip: everything sent before is processed when it returns.
   bool Flush() {
-    v1::Envelope env;
     const uint64_t id = NextId();
-    env.set_request_id(id);
-    env.mutable_ping();
-    Send(env);
+    SendPing(id);
     auto r = ReceiveBody(v1::Envelope::kPong);
     return r && r->env.request_id() == id;
+  }
+
+  // The next message with `body` (skipping others, or not with `next`)
+  // answers `request_id`.
+  void ExpectReply(v1::Envelope::BodyCase body, uint64_t request_id,
+                   bool next = false) {
+    auto r = next ? Receive() : ReceiveBody(body);
+    ASSERT_TRUE(r.has_value()) << "no reply to request " << request_id;
+    EXPECT_EQ(r->env.body_case(), body);
+    EXPECT_EQ(r->env.request_id(), request_id);
   }
 
   // Receives Deliver messages until `n` entries came (skipping others);
@@ -168,6 +186,17 @@ class RawClient {
   zmq::socket_t socket_;
   uint64_t request_id_ = 0;
 };
+
+// Receives `want.size()` deliveries from `sub`, expecting these payloads in
+// order.
+void ExpectDeliveries(Subscription& sub,
+                      std::initializer_list<absl::string_view> want) {
+  for (absl::string_view payload : want) {
+    absl::StatusOr<Delivery> d = sub.Receive(absl::Now() + absl::Seconds(30));
+    ASSERT_THAT(d, IsOk());
+    EXPECT_EQ(d->payload(), payload);
+  }
+}
 
 class ServerTest : public ::testing::Test {
  protected:
@@ -198,6 +227,19 @@ class ServerTest : public ::testing::Test {
     options.queue_capacity = 1;
     options.block_timeout = block_timeout;
     return broker_->Subscribe("blk.t", options);
+  }
+
+  // A client of session `session_id` whose batch (request 5) of "a" then
+  // "b" to "blk.t" is blocked: "a" filled BlockQueueOfOne()'s queue and "b"
+  // waits for room.
+  std::unique_ptr<RawClient> BlockedPublisher(
+      const std::string& session_id = "session-0123456") {
+    auto client = Connect();
+    client->Hello(session_id);
+    client->Publish(1, {"blk.t", "blk.t"}, {"a", "b"}, /*request_id=*/5);
+    EXPECT_TRUE(
+        WaitFor([&] { return server_->Stats().publishes_deferred() == 1; }));
+    return client;
   }
 
   // The broker's stats of the subscription to `pattern` (the remote one).
@@ -447,73 +489,35 @@ TEST_F(ServerTest, ARemotePublishToAFullBlockQueueWaitsForRoom) {
                   /*request_id=*/5);
   ASSERT_TRUE(
       WaitFor([&] { return server_->Stats().publishes_deferred() == 1; }));
-  // Sent after the blocked batch: answered after it.
-  v1::Envelope ping;
-  ping.set_request_id(6);
-  ping.mutable_ping();
-  client->Send(ping);
+  client->SendPing(6);  // Sent after the blocked batch: answered after it.
 
   // The consumer makes room one message at a time; nothing is dropped.
-  for (const char* want : {"a", "b", "c"}) {
-    absl::StatusOr<Delivery> d = sub->Receive(absl::Now() + absl::Seconds(30));
-    ASSERT_THAT(d, IsOk());
-    EXPECT_EQ(d->payload(), want);
-  }
-  auto first = client->Receive();
-  ASSERT_TRUE(first.has_value());
-  ASSERT_EQ(first->env.body_case(), v1::Envelope::kAck);
-  EXPECT_EQ(first->env.request_id(), 5u);
-  auto second = client->Receive();
-  ASSERT_TRUE(second.has_value());
-  EXPECT_EQ(second->env.body_case(), v1::Envelope::kPong);
+  ExpectDeliveries(*sub, {"a", "b", "c"});
+  client->ExpectReply(v1::Envelope::kAck, 5, /*next=*/true);
+  client->ExpectReply(v1::Envelope::kPong, 6, /*next=*/true);
   absl::StatusOr<SubscriptionTotals> totals = sub->Totals();
   ASSERT_THAT(totals, IsOk());
   EXPECT_EQ(totals->matched, 3u);
   EXPECT_EQ(totals->delivered, 3u);
-  EXPECT_EQ(
-      totals->dropped_by_reason[static_cast<size_t>(DropReason::kBlockTimeout)],
-      0u);
+  EXPECT_EQ(totals->dropped(DropReason::kBlockTimeout), 0u);
   EXPECT_GE(server_->Stats().publishes_deferred(), 1u);
 }
 
 TEST_F(ServerTest, AHeartbeatIsAnsweredAtOnceWhileThePublishIsBlocked) {
   absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Seconds(10));
   ASSERT_THAT(sub, IsOk());
-  auto client = Connect();
-  client->Hello();
-  client->Publish(1, {"blk.t", "blk.t"}, {"a", "b"}, /*request_id=*/5);
-  ASSERT_TRUE(
-      WaitFor([&] { return server_->Stats().publishes_deferred() == 1; }));
-  v1::Envelope flush;  // Held: answered after the batch.
-  flush.set_request_id(6);
-  flush.mutable_ping();
-  client->Send(flush);
-  v1::Envelope heartbeat;  // Answered at once.
-  heartbeat.set_request_id(7);
-  heartbeat.mutable_ping()->set_heartbeat(true);
-  client->Send(heartbeat);
-  auto pong = client->Receive();
-  ASSERT_TRUE(pong.has_value());
-  EXPECT_EQ(pong->env.body_case(), v1::Envelope::kPong);
-  EXPECT_EQ(pong->env.request_id(), 7u);
+  auto client = BlockedPublisher();
+  client->SendPing(6);                      // Held: answered after the batch.
+  client->SendPing(7, /*heartbeat=*/true);  // Answered at once.
+  client->ExpectReply(v1::Envelope::kPong, 7, /*next=*/true);
   // Still blocked: nothing was taken beyond the first message.
   absl::StatusOr<SubscriptionTotals> totals = sub->Totals();
   ASSERT_THAT(totals, IsOk());
   EXPECT_EQ(totals->queued, 1u);
 
-  for (const char* want : {"a", "b"}) {
-    absl::StatusOr<Delivery> d = sub->Receive(absl::Now() + absl::Seconds(30));
-    ASSERT_THAT(d, IsOk());
-    EXPECT_EQ(d->payload(), want);
-  }
-  auto ack = client->Receive();
-  ASSERT_TRUE(ack.has_value());
-  EXPECT_EQ(ack->env.body_case(), v1::Envelope::kAck);
-  EXPECT_EQ(ack->env.request_id(), 5u);
-  auto flushed = client->Receive();
-  ASSERT_TRUE(flushed.has_value());
-  EXPECT_EQ(flushed->env.body_case(), v1::Envelope::kPong);
-  EXPECT_EQ(flushed->env.request_id(), 6u);
+  ExpectDeliveries(*sub, {"a", "b"});
+  client->ExpectReply(v1::Envelope::kAck, 5, /*next=*/true);
+  client->ExpectReply(v1::Envelope::kPong, 6, /*next=*/true);
 }
 
 TEST_F(ServerTest, ARemotePublishToAFullBlockQueueGivesUpAfterItsTimeout) {
@@ -524,16 +528,12 @@ TEST_F(ServerTest, ARemotePublishToAFullBlockQueueGivesUpAfterItsTimeout) {
   client->Publish(1, {"blk.t", "blk.t"}, {"a", "b"}, /*request_id=*/5);
   // Nobody consumes: the second waits its block_timeout, then is dropped,
   // counted, and the batch is acknowledged.
-  auto ack = client->ReceiveBody(v1::Envelope::kAck);
-  ASSERT_TRUE(ack.has_value());
-  EXPECT_EQ(ack->env.request_id(), 5u);
+  client->ExpectReply(v1::Envelope::kAck, 5);
   absl::StatusOr<SubscriptionTotals> totals = sub->Totals();
   ASSERT_THAT(totals, IsOk());
   EXPECT_EQ(totals->matched, 2u);
   EXPECT_EQ(totals->queued, 1u);
-  EXPECT_EQ(
-      totals->dropped_by_reason[static_cast<size_t>(DropReason::kBlockTimeout)],
-      1u);
+  EXPECT_EQ(totals->dropped(DropReason::kBlockTimeout), 1u);
   absl::StatusOr<Delivery> d = sub->Receive(absl::Now());
   ASSERT_THAT(d, IsOk());
   EXPECT_EQ(d->payload(), "a");
@@ -546,15 +546,8 @@ TEST_F(ServerTest, ABlockedPublishMovesWithItsSessionToANewConnection) {
   absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Seconds(10));
   ASSERT_THAT(sub, IsOk());
   constexpr char kSession[] = "blocked-session1";
-  auto first = Connect();
-  first->Hello(kSession);
-  first->Publish(1, {"blk.t", "blk.t"}, {"a", "b"}, /*request_id=*/5);
-  ASSERT_TRUE(
-      WaitFor([&] { return server_->Stats().publishes_deferred() == 1; }));
-  v1::Envelope ping;
-  ping.set_request_id(6);
-  ping.mutable_ping();
-  first->Send(ping);  // Held behind the batch.
+  auto first = BlockedPublisher(kSession);
+  first->SendPing(6);  // Held behind the batch.
   // Hello 3 frames, Publish 5, Ping 3: the Ping has been read and held.
   ASSERT_TRUE(
       WaitFor([&] { return server_->Stats().frames_received() >= 11; }));
@@ -562,17 +555,9 @@ TEST_F(ServerTest, ABlockedPublishMovesWithItsSessionToANewConnection) {
 
   auto second = Connect();
   EXPECT_TRUE(second->Hello(kSession).resumed());
-  for (const char* want : {"a", "b"}) {
-    absl::StatusOr<Delivery> d = sub->Receive(absl::Now() + absl::Seconds(30));
-    ASSERT_THAT(d, IsOk());
-    EXPECT_EQ(d->payload(), want);
-  }
-  auto ack = second->ReceiveBody(v1::Envelope::kAck);
-  ASSERT_TRUE(ack.has_value());
-  EXPECT_EQ(ack->env.request_id(), 5u);
-  auto pong = second->ReceiveBody(v1::Envelope::kPong);
-  ASSERT_TRUE(pong.has_value());
-  EXPECT_EQ(pong->env.request_id(), 6u);
+  ExpectDeliveries(*sub, {"a", "b"});
+  second->ExpectReply(v1::Envelope::kAck, 5);
+  second->ExpectReply(v1::Envelope::kPong, 6);
 }
 
 // The publisher's session ends while its push waits: the push gives up,
@@ -580,11 +565,7 @@ TEST_F(ServerTest, ABlockedPublishMovesWithItsSessionToANewConnection) {
 TEST_F(ServerTest, ABlockedPublishersGoodbyeSettlesItsPush) {
   absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Seconds(10));
   ASSERT_THAT(sub, IsOk());
-  auto client = Connect();
-  client->Hello();
-  client->Publish(1, {"blk.t", "blk.t"}, {"a", "b"}, /*request_id=*/5);
-  ASSERT_TRUE(
-      WaitFor([&] { return server_->Stats().publishes_deferred() == 1; }));
+  auto client = BlockedPublisher();
   v1::Envelope bye;
   bye.mutable_goodbye();
   client->Send(bye);
@@ -593,9 +574,7 @@ TEST_F(ServerTest, ABlockedPublishersGoodbyeSettlesItsPush) {
   ASSERT_THAT(totals, IsOk());
   EXPECT_EQ(totals->matched, 2u);
   EXPECT_EQ(totals->queued, 1u);
-  EXPECT_EQ(
-      totals->dropped_by_reason[static_cast<size_t>(DropReason::kBlockTimeout)],
-      1u);
+  EXPECT_EQ(totals->dropped(DropReason::kBlockTimeout), 1u);
 }
 
 TEST_F(ServerTest, RequestsWithoutSessionAreRefused) {
