@@ -63,11 +63,7 @@ absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
           absl::StrCat("receive: subscription ", sub.sid, " is closed"));
     }
     if (!sub.buffer.empty()) {
-      result = std::move(sub.buffer.front());
-      sub.buffer.pop_front();
-      ++sub.app_delivered;
-      Bump(core.counters().delivered);
-      Drop(core.counters().buffered);
+      result = core.TakeFrontLocked(sub);
       // In the same critical section as the pop: one lock per message.
       credit = sub.ConsumeLocked(1);
     } else if (!sub.ended.ok()) {

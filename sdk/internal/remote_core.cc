@@ -449,6 +449,15 @@ void RemoteCore::ScheduleCallbacks(const std::shared_ptr<RemoteSub>& sub,
   });
 }
 
+Received RemoteCore::TakeFrontLocked(RemoteSub& sub) {
+  Received r = std::move(sub.buffer.front());
+  sub.buffer.pop_front();
+  ++sub.app_delivered;
+  Bump(counters_.delivered);
+  Drop(counters_.buffered, 1);
+  return r;
+}
+
 void RemoteCore::RunCallbackTurn(const std::shared_ptr<RemoteSub>& sub) {
   for (size_t n = 0; n < sub->batch_limit; ++n) {
     std::optional<Received> r;
@@ -461,14 +470,10 @@ void RemoteCore::RunCallbackTurn(const std::shared_ptr<RemoteSub>& sub) {
         sub->scheduled = false;
         return;
       }
-      r.emplace(std::move(sub->buffer.front()));
-      sub->buffer.pop_front();
-      ++sub->app_delivered;
+      r.emplace(TakeFrontLocked(*sub));
       sub->running_in = std::this_thread::get_id();
       callback = &sub->callback_fn;
     }
-    Bump(counters_.delivered);
-    Drop(counters_.buffered, 1);
     try {
       (*callback)(*r);
     } catch (...) {

@@ -189,6 +189,11 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
 
   const ClientOptions& options() const { return options_; }
   ReceiveCounters& counters() { return counters_; }
+  // Takes the oldest buffered message of `sub` for the application
+  // (Receive() or a callback), counting it delivered. REQUIRES: sub.mu held,
+  // and a message buffered.
+  Received TakeFrontLocked(RemoteSub& sub)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(sub.mu);
 
   // The pool running this client's callback subscriptions, started at the
   // first one; null once Close() began.
