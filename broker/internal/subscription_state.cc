@@ -514,7 +514,12 @@ bool SubscriptionState::RunTurn() {
     Delivery d;
     {
       absl::MutexLock lock(&consumer_mu_);
-      if (frozen_ || closing_.load(std::memory_order_acquire)) return false;
+      // Ended (Shutdown() past its drain): what is left is dropped by End(),
+      // not handed to the callback while Shutdown() ends the others.
+      if (frozen_ || closing_.load(std::memory_order_acquire) ||
+          ended_.load(std::memory_order_acquire)) {
+        return false;
+      }
       if (!PopLocked(&d, /*first_of_call=*/n == 0)) break;
       callback_running_ = true;
       callback_thread_ = std::this_thread::get_id();

@@ -303,6 +303,51 @@ TEST(BrokerTest, ShutdownIsNotHeldUpByCallbacksWaitingForRoom) {
   }
 }
 
+// Past its drain, Shutdown() hands a callback nothing more: a callback that
+// returns once its subscription is marked ended is not given the messages
+// still queued; they are dropped (kShutdown) and counted.
+TEST(BrokerTest, ShutdownHandsACallbackNothingMoreOnceItsSubscriptionEnds) {
+  BrokerOptions options;
+  options.max_block_timeout = absl::Hours(1);
+  auto broker = MakeBroker(options);
+  SubscriptionOptions queue = Capacity(2, OverflowPolicy::kBlock);
+  queue.block_timeout = absl::Hours(1);
+  absl::Notification started;
+  absl::Notification release;
+  std::atomic<int> calls{0};
+  auto sub = broker->Subscribe("t", queue, [&](const Delivery&) {
+    if (calls.fetch_add(1) == 0) {
+      started.Notify();
+      release.WaitForNotification();
+    }
+  });
+  ASSERT_THAT(sub, IsOk());
+  ASSERT_THAT(broker->Publish("t", "1"), IsOk());
+  started.WaitForNotification();
+  ASSERT_THAT(broker->Publish("t", "2"), IsOk());
+  ASSERT_THAT(broker->Publish("t", "3"), IsOk());
+  // A fourth waits for room; Shutdown() marking the subscription ended ends
+  // its wait, so its return shows the mark was made.
+  absl::StatusOr<PublishResult> fourth;
+  std::thread publisher([&] { fourth = broker->Publish("t", "4"); });
+  ASSERT_TRUE(WaitFor([&] {
+    auto t = sub->Totals();
+    return t.ok() && t->matched == 4;
+  }));
+  std::thread shutdown([&] { broker->Shutdown(absl::ZeroDuration()); });
+  publisher.join();
+  release.Notify();
+  shutdown.join();
+  ASSERT_THAT(fourth, IsOk());
+  EXPECT_EQ(fourth->dropped(DropReason::kShutdown), 1u);
+  EXPECT_EQ(calls.load(), 1);
+  auto totals = sub->Close();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->matched, 4u);
+  EXPECT_EQ(totals->delivered, 1u);
+  EXPECT_EQ(totals->dropped(DropReason::kShutdown), 3u);
+}
+
 TEST(BrokerTest, StatsJsonPrintsZeroCountsAndFieldNames) {
   auto broker = MakeBroker();
   auto sub = broker->Subscribe("t");
