@@ -818,17 +818,18 @@ void RemoteCore::Loop() {
     // Messages first: a Goodbye queued on a connection is read before the
     // event saying that connection dropped.
     for (int i = 0; i < kReceiveBudget; ++i) {
-      std::vector<zmq::message_t> frames;
+      incoming_.clear();
       zmq::recv_result_t got;
       try {
-        got = zmq::recv_multipart(socket, std::back_inserter(frames),
+        got = zmq::recv_multipart(socket, std::back_inserter(incoming_),
                                   zmq::recv_flags::dontwait);
       } catch (const zmq::error_t&) {
         break;
       }
       if (!got) break;
-      HandleIncoming(frames);
+      HandleIncoming(incoming_);
     }
+    incoming_.clear();  // Holds no frame between turns.
     for (int i = 0; i < kReceiveBudget; ++i) {
       std::vector<zmq::message_t> event;
       zmq::recv_result_t got;

@@ -367,6 +367,9 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   absl::flat_hash_map<uint64_t, Request> requests_;
   uint64_t session_serial_ = 0;
   absl::Time last_rx_;
+  // The frames of the message being read, reused: its capacity stays, so a
+  // Deliver of many payload frames does not regrow it each time.
+  std::vector<zmq::message_t> incoming_;
   absl::Time next_ping_;
   absl::Time next_hello_;
   absl::Duration hello_backoff_;
