@@ -10,6 +10,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -550,6 +551,22 @@ class ScriptedBroker {
   std::thread thread_;
 };
 
+// A client of `broker` with no linger, and a publisher of it.
+struct ScriptedClient {
+  std::unique_ptr<Client> client;
+  std::optional<Publisher> publisher;
+};
+void ConnectPublisher(const ScriptedBroker& broker, ClientOptions options,
+                      ScriptedClient* out) {
+  options.linger = absl::ZeroDuration();
+  auto client = Client::Connect(broker.endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  out->client = *std::move(client);
+  auto publisher = out->client->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  out->publisher.emplace(*std::move(publisher));
+}
+
 v1::Envelope AckOf(const v1::Envelope& publish) {
   v1::Envelope ack;
   ack.set_request_id(publish.request_id());
@@ -576,11 +593,10 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
 
   ClientOptions options;
   options.max_unacked_batches = 3;
-  options.linger = absl::ZeroDuration();
-  auto client = Client::Connect(broker.endpoint(), options);
-  ASSERT_THAT(client, IsOk());
-  auto publisher = (*client)->CreatePublisher({});
-  ASSERT_THAT(publisher, IsOk());
+  ScriptedClient c;
+  ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, options, &c));
+  auto& client = c.client;
+  auto& publisher = c.publisher;
   for (int i = 1; i <= 3; ++i) {
     // One message per batch: the next is published once this one is sent.
     ASSERT_THAT(publisher->Publish("t", absl::StrCat("m", i)), IsOk());
@@ -589,8 +605,8 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
       return batches_seen == i;
     }));
   }
-  ASSERT_TRUE(WaitFor([&] { return (*client)->Stats().batches_lost == 2; }));
-  const ClientStats stats = (*client)->Stats();
+  ASSERT_TRUE(WaitFor([&] { return client->Stats().batches_lost == 2; }));
+  const ClientStats stats = client->Stats();
   EXPECT_EQ(stats.batches_sent, 3u);
   EXPECT_EQ(stats.batches_acked, 1u);
   EXPECT_EQ(stats.publish_acked, 1u);
@@ -599,7 +615,7 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
   EXPECT_EQ(stats.published, stats.publish_acked + stats.publish_buffered +
                                  stats.publish_in_flight +
                                  stats.publish_dropped());
-  client->reset();
+  client.reset();
 }
 
 // Callback subscriptions are serial executors over the client's pool: many
@@ -691,19 +707,17 @@ TEST(RemoteClientTest, AnErrorForAnUnknownRequestIsIgnored) {
         reply(stray);
         reply(AckOf(in));
       });
-  ClientOptions options;
-  options.linger = absl::ZeroDuration();
-  auto client = Client::Connect(broker.endpoint(), options);
-  ASSERT_THAT(client, IsOk());
-  auto publisher = (*client)->CreatePublisher({});
-  ASSERT_THAT(publisher, IsOk());
+  ScriptedClient c;
+  ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
+  auto& client = c.client;
+  auto& publisher = c.publisher;
   ASSERT_THAT(publisher->Publish("t", "m"), IsOk());
-  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
-  const ClientStats stats = (*client)->Stats();
+  ASSERT_THAT(client->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = client->Stats();
   EXPECT_EQ(stats.errors_received, 1u);
   EXPECT_EQ(stats.publish_acked, 1u);
   EXPECT_TRUE(stats.connected);
-  client->reset();
+  client.reset();
 }
 
 // The broker refuses every batch as a whole, then settles it with its Ack:
@@ -720,23 +734,21 @@ TEST(RemoteClientTest, AWholeBatchRefusalCountsEveryMessageOfIt) {
     reply(error);
     reply(AckOf(in));
   });
-  ClientOptions options;
-  options.linger = absl::ZeroDuration();
-  auto client = Client::Connect(broker.endpoint(), options);
-  ASSERT_THAT(client, IsOk());
-  auto publisher = (*client)->CreatePublisher({});
-  ASSERT_THAT(publisher, IsOk());
+  ScriptedClient c;
+  ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
+  auto& client = c.client;
+  auto& publisher = c.publisher;
   constexpr uint64_t kMessages = 50;  // Batched as the I/O thread goes.
   for (uint64_t i = 0; i < kMessages; ++i) {
     ASSERT_THAT(publisher->Publish("t", absl::StrCat("m", i)), IsOk());
   }
-  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
-  const ClientStats stats = (*client)->Stats();
+  ASSERT_THAT(client->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = client->Stats();
   EXPECT_EQ(stats.publish_dropped(PublishDrop::kBrokerRefused), kMessages);
   EXPECT_EQ(stats.publish_acked, 0u);
   EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 0u);
   EXPECT_EQ(stats.batches_acked, stats.batches_sent);
-  client->reset();
+  client.reset();
 }
 
 }  // namespace
