@@ -199,11 +199,6 @@ void BrokerCore::EndPublishWaiting(size_t shard, uint32_t pin,
     ++waiting_publishers_;
   }
   registry_.Unpin(shard, pin);
-  FinishWaits(waits, result);
-}
-
-void BrokerCore::FinishWaits(std::vector<DeferredPush>& waits,
-                             PublishResult* result) {
   // Each push is waited for unpinned and settled pinned (SettleDeferred()).
   // Every push that has room now is settled first, so that one full queue
   // does not hold up the others.

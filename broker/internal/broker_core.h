@@ -80,8 +80,8 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   // Settles `d` (see SubscriptionState::SettleDeferred()) pinned, so that a
   // Close() or Shutdown() waits for the AfterPush() of a push this admits,
   // which may wake a consumer or run another server's notifier. For every
-  // publisher with deferred pushes: one that waits (FinishWaits()) and one
-  // that polls (the network server). `d.message` is left empty once the
+  // publisher with deferred pushes: one that waits (EndPublishWaiting()) and
+  // one that polls (the network server). `d.message` is left empty once the
   // queue took it and keeps the message while still deferred or dropped.
   PushOutcome SettleDeferred(DeferredPush& d, bool give_up);
   absl::StatusOr<PublishResult> PublishToEntry(TopicEntry* entry,
@@ -138,7 +138,7 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
                        std::vector<DeferredPush>* deferred);
   // The end of every publish, after FanOut(): counts it on `entry` (or the
   // shard), unpins, and settles `waits`, the pushes FanOut() deferred into
-  // full kBlock queues, with FinishWaits(). REQUIRES: pinned (`pin`).
+  // full kBlock queues. REQUIRES: pinned (`pin`).
   void EndPublish(size_t shard, uint32_t pin, TopicEntry* entry,
                   std::vector<DeferredPush>& waits, PublishResult* result) {
     registry_.CountPublish(shard, entry, result->matched > 0);
@@ -148,14 +148,13 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
     }
     EndPublishWaiting(shard, pin, waits, result);
   }
-  // EndPublish() with `waits`, once counted.
+  // EndPublish() with `waits`, once counted: counts the publisher in
+  // waiting_publishers_, unpins, waits for each of `waits` to be taken or
+  // dropped (waiting with no pin held; settling pinned), and adds the
+  // outcomes to `*result`.
   void EndPublishWaiting(size_t shard, uint32_t pin,
                          std::vector<DeferredPush>& waits,
                          PublishResult* result);
-  // Waits for each of `waits` to be taken or dropped (waiting with no pin
-  // held; settling pinned), adds the outcomes to `*result`, and takes the
-  // publisher off waiting_publishers_.
-  void FinishWaits(std::vector<DeferredPush>& waits, PublishResult* result);
 
   const BrokerOptions options_;
   Registry registry_;
@@ -168,9 +167,8 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   std::atomic<uint64_t> refused_shutdown_{0};
   std::atomic<uint64_t> subscribe_refused_{0};
 
-  // Publishers waiting for deferred pushes (EndPublish() to the end of
-  // FinishWaits()): Shutdown() waits for them before it stops the
-  // dispatcher.
+  // Publishers waiting for deferred pushes (in EndPublishWaiting()):
+  // Shutdown() waits for them before it stops the dispatcher.
   absl::Mutex waits_mu_;
   int waiting_publishers_ ABSL_GUARDED_BY(waits_mu_) = 0;
 

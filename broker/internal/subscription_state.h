@@ -206,6 +206,8 @@ class SubscriptionState
   // receive call: returns how many.
   size_t PopBatchLocked(size_t max_messages, std::vector<Delivery>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
+  // Removes the oldest entry of the locked queue. REQUIRES: size_ > 0.
+  LockedEntry TakeFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   // Records the queue's depth before the pop of `position` in the
   // high-water mark. REQUIRES: the ring.
   void NoteDepthLocked(uint64_t position)
