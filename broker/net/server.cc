@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -26,6 +27,7 @@
 #include "broker/topic.h"
 #include "broker/util/check.h"
 #include "broker/util/status_macros.h"
+#include "google/protobuf/arena.h"
 #include "zmq.hpp"
 #include "zmq_addon.hpp"
 
@@ -57,6 +59,18 @@ constexpr size_t kFramesPerDelivery = 4;
 constexpr int64_t kHardCapSlack = int64_t{1} << 20;
 // The plain subscribe endpoint's key in the ready set (sessions use >= 1).
 constexpr uint64_t kPlainFeedKey = 0;
+// The arena a received envelope is parsed onto keeps this first block
+// across resets: room for a Publish of a few hundred entries.
+constexpr size_t kInArenaBlockBytes = 64 * 1024;
+
+google::protobuf::ArenaOptions InArenaOptions(
+    std::array<char, kInArenaBlockBytes>& block) {
+  google::protobuf::ArenaOptions options;
+  options.initial_block = block.data();
+  options.initial_block_size = block.size();
+  options.max_block_size = kInArenaBlockBytes;
+  return options;
+}
 
 absl::Status ValidateOptions(const ServerOptions& o) {
   if (o.sdk_endpoint.empty() && o.publish_endpoint.empty() &&
@@ -234,6 +248,8 @@ class Server::Impl {
   bool Send(const std::string& routing_id, const v1::Envelope& env,
             std::vector<zmq::message_t>* payloads = nullptr,
             bool* failed = nullptr);
+  // Send() of deliver_ and payloads_.
+  bool SendDeliver(const std::string& routing_id, bool* failed);
   void CloseSession(const std::string& routing_id, bool expired);
   // Closes the sessions, and `also` (if given) in the same grace period.
   void CloseSessions(const std::vector<std::string>& routing_ids, bool expired,
@@ -292,17 +308,24 @@ class Server::Impl {
   std::deque<Delivery> plain_pending_;
   // Scratch reused by every call on the I/O thread, so that the hot paths
   // allocate nothing of their own once warm: the deliveries popped from a
-  // core subscription, the Deliver envelope (a cleared repeated field keeps
-  // its entries and their strings for the next message), its payload
-  // frames, the serialized envelope, the received frames and envelope, and
-  // the ready keys of one drain pass.
+  // core subscription, the Deliver (a cleared repeated field keeps its
+  // entries and their strings for the next message) and the envelope it is
+  // lent to for serializing (clearing an envelope's body would free the
+  // Deliver: see SendDeliver()), its payload frames, the serialized
+  // envelope, the received frames, and the ready keys of one drain pass.
   std::vector<Delivery> batch_;
+  v1::Deliver deliver_;
   v1::Envelope deliver_env_;
   std::vector<zmq::message_t> payloads_;
   std::string body_;
   std::vector<zmq::message_t> frames_;
-  v1::Envelope in_env_;
   std::vector<uint64_t> ready_keys_;
+  // A received envelope is parsed onto this arena, reset before each parse:
+  // its entries and strings land in the retained first block, not one
+  // allocation each. (A reused heap envelope would not do: parsing clears
+  // it first, which frees the previous body and its entries.)
+  alignas(16) std::array<char, kInArenaBlockBytes> in_block_;
+  google::protobuf::Arena in_arena_{InArenaOptions(in_block_)};
 };
 
 absl::Status Server::Impl::Bind(std::string* sdk, std::string* pub,
@@ -565,6 +588,16 @@ bool Server::Impl::Send(const std::string& routing_id, const v1::Envelope& env,
   return true;
 }
 
+bool Server::Impl::SendDeliver(const std::string& routing_id, bool* failed) {
+  // Lent to the envelope only while it is serialized: an envelope that owns
+  // its body frees it when cleared, and with it every entry.
+  deliver_env_.set_allocated_deliver(&deliver_);
+  const bool connected = Send(routing_id, deliver_env_, &payloads_, failed);
+  const v1::Deliver* lent = deliver_env_.release_deliver();
+  HERALD_CHECK(lent == &deliver_);
+  return connected;
+}
+
 void Server::Impl::SendError(const std::string& routing_id, uint64_t request_id,
                              const absl::Status& status, v1::Error extra) {
   v1::Envelope env;
@@ -611,9 +644,11 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
       return;
     }
   }
-  // Parsed into the reused envelope: a Publish's entries and their strings
-  // are the previous message's, cleared.
-  v1::Envelope& env = in_env_;
+  // Parsed onto the reset arena (see in_arena_): the previous message's
+  // envelope is gone from here on.
+  in_arena_.Reset();
+  v1::Envelope& env =
+      *google::protobuf::Arena::CreateMessage<v1::Envelope>(&in_arena_);
   if (!env.ParseFromArray(frames[2].data(),
                           static_cast<int>(frames[2].size()))) {
     Bump(counters_.malformed);
@@ -1175,13 +1210,12 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
       if (!state->Rearm()) return false;
       continue;
     }
-    // The envelope and its entries are reused: set every field of each.
-    v1::Envelope& env = deliver_env_;
-    env.Clear();
-    v1::Deliver* deliver = env.mutable_deliver();
+    // The Deliver and its entries are reused: Clear() keeps the entries and
+    // their strings' capacity for add_entries().
+    deliver_.Clear();
     payloads_.clear();
     for (const Delivery& d : batch_) {
-      v1::DeliverEntry* e = deliver->add_entries();
+      v1::DeliverEntry* e = deliver_.add_entries();
       e->set_sid(rs.sid);
       e->set_sequence(d.sequence());
       e->set_missed(d.missed() + rs.lost_pending);
@@ -1205,7 +1239,7 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     rs.sent += n;
     budget -= n;
     bool failed = false;
-    if (!Send(s.routing_id, env, &payloads_, &failed)) {
+    if (!SendDeliver(s.routing_id, &failed)) {
       // Counted in `sent`: a resume on a new connection reports them lost.
       Detach(s.routing_id);
       return false;

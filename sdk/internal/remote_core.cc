@@ -180,16 +180,14 @@ absl::Status RemoteCore::Publish(absl::string_view topic,
   // Build the entry outside the lock: one copy of the payload, into the
   // frame ZeroMQ will send.
   OutboxEntry e;
-  e.entry.set_topic(std::string(topic));
-  for (const Header& h : headers) {
-    v1::Header* out = e.entry.add_headers();
-    out->set_key(h.key);
-    out->set_value(h.value);
-  }
-  if (!type_name.empty()) {
-    v1::Header* out = e.entry.add_headers();
-    out->set_key(std::string(kProtoTypeHeader));
-    out->set_value(std::string(type_name));
+  e.topic.assign(topic.data(), topic.size());
+  if (!headers.empty() || !type_name.empty()) {
+    e.headers.reserve(headers.size() + (type_name.empty() ? 0 : 1));
+    e.headers = headers;
+    if (!type_name.empty()) {
+      e.headers.push_back(
+          {std::string(kProtoTypeHeader), std::string(type_name)});
+    }
   }
   e.payload = Frame(payload);
   e.bytes = bytes;
@@ -1598,7 +1596,8 @@ void RemoteCore::SendBatches() {
     // Take a batch: up to max_batch_messages, and max_message_bytes in all
     // (at least one message), so the envelope stays within the server's
     // frame limits.
-    std::vector<OutboxEntry> taken;
+    std::vector<OutboxEntry>& taken = taken_;
+    taken.clear();
     {
       absl::MutexLock lock(&mu_);
       const size_t max_messages =
@@ -1618,21 +1617,34 @@ void RemoteCore::SendBatches() {
         return;
       }
     }
-    v1::Envelope env;
     const uint64_t sequence = ++batch_sequence_;
     const uint64_t request_id = ++next_request_id_;
-    env.set_request_id(request_id);
-    v1::Publish* publish = env.mutable_publish();
-    publish->set_batch_sequence(sequence);
+    // The Publish and its entries are reused (Clear() keeps the entries and
+    // their strings' capacity), lent to the envelope only to serialize it:
+    // clearing an envelope's body would free them.
+    v1::Publish& publish = publish_;
+    publish.Clear();
+    publish.set_batch_sequence(sequence);
     PendingBatch batch;
     batch.parts.reserve(taken.size() + 2);
     batch.parts.push_back(Frame(net::MagicFrame()));
     batch.parts.emplace_back();  // The envelope, below.
     for (OutboxEntry& e : taken) {
-      *publish->add_entries() = std::move(e.entry);
+      v1::PublishEntry* entry = publish.add_entries();
+      entry->set_topic(e.topic);
+      for (const Header& h : e.headers) {
+        v1::Header* out = entry->add_headers();
+        out->set_key(h.key);
+        out->set_value(h.value);
+      }
       batch.parts.push_back(std::move(e.payload));
     }
+    v1::Envelope env;
+    env.set_request_id(request_id);
+    env.set_allocated_publish(&publish);
     batch.parts[1] = Frame(env.SerializeAsString());
+    const v1::Publish* lent = env.release_publish();
+    HERALD_CHECK(lent == &publish);
     batch.info = {.sequence = sequence,
                   .request_id = request_id,
                   .messages = taken.size()};

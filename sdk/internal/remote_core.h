@@ -230,7 +230,8 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
     std::optional<v1::SubscriptionStats> totals;
   };
   struct OutboxEntry {
-    v1::PublishEntry entry;
+    std::string topic;
+    Headers headers;  // With the type header of a typed publish.
     zmq::message_t payload;
     size_t bytes = 0;
   };
@@ -377,6 +378,10 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   uint64_t sent_total_ = 0;
   std::deque<SentBatch> unacked_;
   std::optional<PendingBatch> pending_batch_;
+  // SendBatches()' scratch, reused: the messages taken from the outbox, and
+  // the Publish (see there).
+  std::vector<OutboxEntry> taken_;
+  v1::Publish publish_;
   std::deque<Parts> blocked_;
   // Credit returned while no session was established: sent if the next
   // Welcome resumes the session, dropped if it does not.
