@@ -26,6 +26,7 @@
 #include "broker/net/framing.h"
 #include "broker/topic.h"
 #include "broker/util/check.h"
+#include "broker/util/stat_counter.h"
 #include "broker/util/status_macros.h"
 #include "google/protobuf/arena.h"
 #include "zmq.hpp"
@@ -33,6 +34,8 @@
 
 namespace herald::net {
 namespace {
+
+using internal::Bump;
 
 // Messages one subscription may send per loop turn, so that one busy
 // subscription does not starve the others or the socket's input.
@@ -144,11 +147,6 @@ struct Counters {
 
 absl::string_view View(const zmq::message_t& m) {
   return absl::string_view(static_cast<const char*>(m.data()), m.size());
-}
-
-void Bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
-  // Relaxed: statistics.
-  c.fetch_add(n, std::memory_order_relaxed);
 }
 
 }  // namespace

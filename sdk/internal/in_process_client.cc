@@ -12,22 +12,13 @@
 #include "absl/synchronization/mutex.h"
 #include "broker/internal/broker_core.h"
 #include "broker/internal/thread_identity.h"
+#include "broker/util/stat_counter.h"
 #include "broker/util/status_macros.h"
 #include "sdk/internal/checks.h"
 #include "sdk/internal/handles.h"
 
 namespace herald::internal {
 namespace {
-
-void Bump(std::atomic<uint64_t>& counter, uint64_t n = 1) {
-  // Relaxed: statistics, read by Stats() as a live snapshot.
-  counter.fetch_add(n, std::memory_order_relaxed);
-}
-
-uint64_t Read(const std::atomic<uint64_t>& counter) {
-  // Relaxed: statistics.
-  return counter.load(std::memory_order_relaxed);
-}
 
 // One subscription, shared by its Subscriber and the client's registry (so
 // that Client::Close() can close it while the application holds it).

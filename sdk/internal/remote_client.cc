@@ -13,22 +13,13 @@
 #include "absl/time/clock.h"
 #include "broker/internal/thread_identity.h"
 #include "broker/internal/thread_name.h"
+#include "broker/util/stat_counter.h"
 #include "broker/util/status_macros.h"
 #include "sdk/internal/handles.h"
 #include "sdk/internal/remote_core.h"
 
 namespace herald::internal {
 namespace {
-
-void Bump(std::atomic<uint64_t>& counter, uint64_t n = 1) {
-  // Relaxed: statistics.
-  counter.fetch_add(n, std::memory_order_relaxed);
-}
-
-void Drop(std::atomic<uint64_t>& counter, uint64_t n = 1) {
-  // Relaxed: statistics.
-  counter.fetch_sub(n, std::memory_order_relaxed);
-}
 
 // Wakes a receive call parked on `sub` when its stop token is requested:
 // taking and releasing the mutex makes it evaluate its condition again.

@@ -18,6 +18,7 @@
 #include "broker/net/framing.h"
 #include "broker/topic.h"
 #include "broker/util/check.h"
+#include "broker/util/stat_counter.h"
 #include "broker/util/status_macros.h"
 #include "sdk/internal/checks.h"
 #include "sdk/internal/handles.h"
@@ -41,21 +42,6 @@ constexpr int kReceiveBudget = 256;
 constexpr absl::Duration kGoodbyeLinger = absl::Milliseconds(100);
 // Used when the broker announces no session time-to-live.
 constexpr absl::Duration kFallbackTtl = absl::Seconds(10);
-
-void Bump(std::atomic<uint64_t>& counter, uint64_t n = 1) {
-  // Relaxed: statistics, read as a live snapshot.
-  counter.fetch_add(n, std::memory_order_relaxed);
-}
-
-void Drop(std::atomic<uint64_t>& counter, uint64_t n) {
-  // Relaxed: statistics.
-  counter.fetch_sub(n, std::memory_order_relaxed);
-}
-
-uint64_t Read(const std::atomic<uint64_t>& counter) {
-  // Relaxed: statistics.
-  return counter.load(std::memory_order_relaxed);
-}
 
 std::string RandomSessionId() {
   absl::BitGen gen;
