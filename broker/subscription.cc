@@ -53,12 +53,13 @@ absl::Status Subscription::CheckOpen() const {
 absl::StatusOr<Delivery> Subscription::Receive(absl::Time deadline,
                                                const std::stop_token& stop) {
   if (absl::Status s = CheckOpen(); !s.ok()) return s;
-  return state_->Receive(deadline, stop);
+  return state_->Receive(internal::Deadline::At(deadline), stop);
 }
 
 absl::StatusOr<Delivery> Subscription::Receive(absl::Duration timeout,
                                                const std::stop_token& stop) {
-  return Receive(absl::Now() + timeout, stop);
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  return state_->Receive(internal::Deadline::After(timeout), stop);
 }
 
 absl::StatusOr<Delivery> Subscription::TryReceive() {
@@ -83,7 +84,8 @@ absl::Status Subscription::ReceiveBatch(size_t max_messages,
     out->clear();
     return s;
   }
-  return state_->ReceiveBatch(max_messages, deadline, out, stop);
+  return state_->ReceiveBatch(max_messages, internal::Deadline::At(deadline),
+                              out, stop);
 }
 
 absl::StatusOr<SubscriptionTotals> Subscription::Close() {

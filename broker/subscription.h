@@ -65,7 +65,9 @@ class Subscription {
   // delivery.
   absl::StatusOr<Delivery> Receive(absl::Time deadline,
                                    const std::stop_token& stop = {});
-  // As above, with a timeout; a timeout <= 0 polls once.
+  // As above, with a timeout; a timeout <= 0 polls once. The timeout starts
+  // when the call finds nothing to take, so a call that finds a message at
+  // once reads no clock.
   absl::StatusOr<Delivery> Receive(absl::Duration timeout,
                                    const std::stop_token& stop = {});
   // Returns a queued message without blocking, or kDeadlineExceeded if none;

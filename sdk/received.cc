@@ -147,12 +147,16 @@ absl::StatusOr<Received> Subscriber::Receive(absl::Time deadline,
     return absl::FailedPreconditionError(
         "subscriber is empty (default-constructed or moved from)");
   }
-  return impl_->Receive(deadline, std::move(stop));
+  return impl_->Receive(internal::Deadline::At(deadline), std::move(stop));
 }
 
 absl::StatusOr<Received> Subscriber::Receive(absl::Duration timeout,
                                              std::stop_token stop) {
-  return Receive(absl::Now() + timeout, std::move(stop));
+  if (impl_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "subscriber is empty (default-constructed or moved from)");
+  }
+  return impl_->Receive(internal::Deadline::After(timeout), std::move(stop));
 }
 
 absl::StatusOr<Received> Subscriber::TryReceive() {

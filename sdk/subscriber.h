@@ -75,7 +75,9 @@ class Subscriber {
   // restart has gap() set.
   absl::StatusOr<Received> Receive(absl::Time deadline,
                                    std::stop_token stop = {});
-  // As above, with a timeout; a timeout <= 0 polls once.
+  // As above, with a timeout; a timeout <= 0 polls once. The timeout starts
+  // when the call finds nothing to take, so a call that finds a message at
+  // once reads no clock.
   absl::StatusOr<Received> Receive(absl::Duration timeout,
                                    std::stop_token stop = {});
   // Returns a buffered message without blocking, or kDeadlineExceeded if

@@ -406,7 +406,7 @@ bool SubscriptionState::WaitLocked(absl::Time deadline,
 }
 
 absl::StatusOr<Delivery> SubscriptionState::Receive(
-    absl::Time deadline, const std::stop_token& stop) {
+    Deadline deadline, const std::stop_token& stop) {
   Delivery out;
   HERALD_RETURN_IF_ERROR(
       ReceiveInto(deadline, stop, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -416,7 +416,7 @@ absl::StatusOr<Delivery> SubscriptionState::Receive(
 }
 
 absl::Status SubscriptionState::ReceiveBatch(size_t max_messages,
-                                             absl::Time deadline,
+                                             Deadline deadline,
                                              std::vector<Delivery>* out,
                                              const std::stop_token& stop) {
   out->clear();
@@ -441,7 +441,7 @@ bool SubscriptionState::TakeQueued(size_t max_messages,
   return true;
 }
 
-absl::Status SubscriptionState::ReceiveInto(absl::Time deadline,
+absl::Status SubscriptionState::ReceiveInto(Deadline deadline,
                                             const std::stop_token& stop,
                                             absl::FunctionRef<bool()> take) {
   if (callback_) {
@@ -466,7 +466,7 @@ absl::Status SubscriptionState::ReceiveInto(absl::Time deadline,
   // its constructor runs StopWake at once if stop was already requested): a
   // call that finds messages queued does not touch the stop state at all.
   std::optional<std::stop_callback<StopWake>> on_stop;
-  const bool infinite = deadline == absl::InfiniteFuture();
+  const bool infinite = deadline.infinite();
   bool spun = false;
   while (true) {
     {
@@ -481,7 +481,9 @@ absl::Status SubscriptionState::ReceiveInto(absl::Time deadline,
         if (stop.stop_requested()) {
           return absl::CancelledError("receive: stop requested");
         }
-        if (!infinite && absl::Now() >= deadline) {
+        // The first look at the clock: a call that finds a message reads
+        // none (and a timeout starts here).
+        if (!infinite && deadline.Passed()) {
           return absl::DeadlineExceededError(
               "receive: no message before the deadline");
         }
@@ -506,7 +508,7 @@ absl::Status SubscriptionState::ReceiveInto(absl::Time deadline,
         }
         // The first wait needs the stop callback: leave the lock to make it.
         if (stop.stop_possible() && !on_stop.has_value()) break;
-        WaitLocked(deadline, stop);
+        WaitLocked(deadline.Get(), stop);
       }
     }
     // With consumer_mu_ released; then everything is checked again.

@@ -35,6 +35,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "broker/delivery.h"
+#include "broker/internal/deadline.h"
 #include "broker/internal/mpsc_ring.h"
 #include "broker/message.h"
 #include "broker/options.h"
@@ -138,10 +139,10 @@ class SubscriptionState
   bool Offer(Message* m);
 
   // Consumer side (pull subscriptions).
-  absl::StatusOr<Delivery> Receive(absl::Time deadline,
+  absl::StatusOr<Delivery> Receive(Deadline deadline,
                                    const std::stop_token& stop);
   // Replaces `*out`'s contents (empty on an error), keeping its capacity.
-  absl::Status ReceiveBatch(size_t max_messages, absl::Time deadline,
+  absl::Status ReceiveBatch(size_t max_messages, Deadline deadline,
                             std::vector<Delivery>* out,
                             const std::stop_token& stop);
 
@@ -219,7 +220,7 @@ class SubscriptionState
   // Waits until `take` (called under consumer_mu_, and only while the
   // subscription is not frozen) takes at least one message and returns
   // true, or the deadline, `stop`, closing or the end comes first.
-  absl::Status ReceiveInto(absl::Time deadline, const std::stop_token& stop,
+  absl::Status ReceiveInto(Deadline deadline, const std::stop_token& stop,
                            absl::FunctionRef<bool()> take);
   bool HasMessageLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(consumer_mu_);
   // Wakes a parked consumer or schedules the callback executor.

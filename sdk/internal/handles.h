@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "broker/delivery.h"
+#include "broker/internal/deadline.h"
 #include "broker/message.h"
 #include "broker/options.h"
 #include "google/protobuf/arena.h"
@@ -52,7 +53,7 @@ class SubscriberImpl {
  public:
   // Closes without waiting for the broker.
   virtual ~SubscriberImpl() = default;
-  virtual absl::StatusOr<Received> Receive(absl::Time deadline,
+  virtual absl::StatusOr<Received> Receive(Deadline deadline,
                                            std::stop_token stop) = 0;
   virtual absl::StatusOr<SubscriptionTotals> Close() = 0;
   virtual uint64_t id() const = 0;

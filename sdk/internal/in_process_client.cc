@@ -154,10 +154,16 @@ class InProcessSubscriber final : public SubscriberImpl {
   }
 
   // SubscriberImpl
-  absl::StatusOr<Received> Receive(absl::Time deadline,
+  absl::StatusOr<Received> Receive(Deadline deadline,
                                    std::stop_token stop) override {
-    absl::StatusOr<Delivery> d = const_cast<Subscription&>(state_->subscription)
-                                     .Receive(deadline, std::move(stop));
+    // A pending timeout stays one: the subscription starts it only if it
+    // has to wait.
+    Subscription& subscription =
+        const_cast<Subscription&>(state_->subscription);
+    absl::StatusOr<Delivery> d =
+        deadline.pending()
+            ? subscription.Receive(deadline.timeout(), std::move(stop))
+            : subscription.Receive(deadline.Get(), std::move(stop));
     if (!d.ok()) {
       if (d.status().code() == absl::StatusCode::kFailedPrecondition &&
           shared_->closed.load(std::memory_order_acquire)) {

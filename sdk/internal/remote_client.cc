@@ -34,7 +34,7 @@ struct WakeOnStop {
 // Takes the next message of `sub`, waiting until `deadline` (see
 // Subscriber::Receive()); it counts as consumed at once (credit).
 absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
-                             absl::Time deadline, const std::stop_token& stop) {
+                             Deadline deadline, const std::stop_token& stop) {
   EnsureThreadIdentity();
   // Constructed before the lock and destroyed after it: its destructor waits
   // for a running WakeOnStop, which takes the lock.
@@ -48,7 +48,10 @@ absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
       return sub.closed || !sub.buffer.empty() || !sub.ended.ok() ||
              stop.stop_requested();
     };
-    if (!ready()) sub.mu.AwaitWithDeadline(absl::Condition(&ready), deadline);
+    // The clock is read (and a timeout starts) only if there is a wait.
+    if (!ready()) {
+      sub.mu.AwaitWithDeadline(absl::Condition(&ready), deadline.Get());
+    }
     if (sub.closed) {
       return absl::FailedPreconditionError(
           absl::StrCat("receive: subscription ", sub.sid, " is closed"));
@@ -126,7 +129,7 @@ class RemoteSubscriber final : public SubscriberImpl {
   }
 
   // SubscriberImpl
-  absl::StatusOr<Received> Receive(absl::Time deadline,
+  absl::StatusOr<Received> Receive(Deadline deadline,
                                    std::stop_token stop) override {
     if (sub_->callback) {
       return absl::FailedPreconditionError(

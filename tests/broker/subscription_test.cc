@@ -560,13 +560,22 @@ TEST(SubscriptionTest, ReceiveTimesOutWithDeadlineExceeded) {
   auto broker = MakeBroker();
   auto sub = broker->Subscribe("t");
   ASSERT_THAT(sub, IsOk());
+  // The timeout is waited out in full: it starts when the call finds the
+  // queue empty, not before the call was made.
+  const absl::Time start = absl::Now();
   EXPECT_THAT(sub->Receive(absl::Milliseconds(5)),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(5));
   // A timeout <= 0 polls once rather than failing.
   EXPECT_THAT(sub->Receive(absl::Milliseconds(-5)),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
   ASSERT_THAT(broker->Publish("t", "x"), IsOk());
   EXPECT_THAT(sub->Receive(absl::ZeroDuration()), IsOk());
+  // An infinite timeout returns a queued message at once.
+  ASSERT_THAT(broker->Publish("t", "y"), IsOk());
+  auto d = sub->Receive(absl::InfiniteDuration());
+  ASSERT_THAT(d, IsOk());
+  EXPECT_EQ(d->payload(), "y");
 }
 
 TEST(SubscriptionTest, AlreadyStoppedTokenCancelsAtOnce) {
@@ -576,6 +585,8 @@ TEST(SubscriptionTest, AlreadyStoppedTokenCancelsAtOnce) {
   std::stop_source stop;
   stop.request_stop();
   EXPECT_THAT(sub->Receive(absl::InfiniteFuture(), stop.get_token()),
+              StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(sub->Receive(absl::InfiniteDuration(), stop.get_token()),
               StatusIs(absl::StatusCode::kCancelled));
 }
 
