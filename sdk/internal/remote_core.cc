@@ -9,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
@@ -1628,9 +1629,11 @@ void RemoteCore::SendBatches() {
     v1::Envelope env;
     env.set_request_id(request_id);
     env.set_allocated_publish(&publish);
-    batch.parts[1] = Frame(env.SerializeAsString());
-    const v1::Publish* lent = env.release_publish();
-    HERALD_CHECK(lent == &publish);
+    {
+      // Taken back on every way out, before `env` would free it.
+      absl::Cleanup take_back = [&env] { (void)env.release_publish(); };
+      batch.parts[1] = Frame(env.SerializeAsString());
+    }
     batch.info = {.sequence = sequence,
                   .request_id = request_id,
                   .messages = taken.size()};
