@@ -109,13 +109,15 @@ absl::Status BrokerCore::CheckMessageSlow(absl::string_view topic,
 PublishResult BrokerCore::FanOut(const MatchList* list, absl::string_view topic,
                                  absl::string_view payload,
                                  const Headers& headers,
-                                 std::vector<DeferredPush>* deferred) {
+                                 std::vector<DeferredPush>* deferred,
+                                 absl::Time publish_time) {
   PublishResult result;
   if (list == nullptr || list->empty()) return result;
   const uint32_t targets = static_cast<uint32_t>(list->size());
   // One allocation, one reference per target; the references of targets
   // that did not take it are dropped together at the end.
-  const absl::Time now = absl::Now();
+  const absl::Time now =
+      publish_time == absl::InfinitePast() ? absl::Now() : publish_time;
   Message* m = Message::Create(topic, payload, headers, now, targets);
   uint32_t unused = 0;
   for (SubscriptionState* s : list->subscriptions) {
@@ -185,7 +187,8 @@ absl::StatusOr<PublishResult> BrokerCore::Publish(absl::string_view topic,
   std::vector<DeferredPush> waits;
   std::vector<DeferredPush>* deferred = flags.deferred;
   if (deferred == nullptr && flags.may_block) deferred = &waits;
-  PublishResult result = FanOut(list, topic, payload, headers, deferred);
+  PublishResult result =
+      FanOut(list, topic, payload, headers, deferred, flags.publish_time);
   EndPublish(shard, pin, entry, waits, &result);
   return result;
 }

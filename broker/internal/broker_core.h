@@ -50,6 +50,9 @@ struct PublishFlags {
   // matched by the pushes deferred).
   bool may_block = true;
   std::vector<DeferredPush>* deferred = nullptr;
+  // The message's publish time; InfinitePast: now. The network server
+  // stamps a Publish batch's entries with the batch's arrival, read once.
+  absl::Time publish_time = absl::InfinitePast();
 };
 
 class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
@@ -71,11 +74,13 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   // With `deferred`, full kBlock queues defer their pushes into it.
   absl::StatusOr<PublishResult> PublishFromNetwork(
       absl::string_view topic, absl::string_view payload,
-      const Headers& headers, std::vector<DeferredPush>* deferred = nullptr) {
+      const Headers& headers, std::vector<DeferredPush>* deferred = nullptr,
+      absl::Time publish_time = absl::InfinitePast()) {
     return Publish(topic, payload, headers,
                    {.allow_reserved_headers = true,
                     .may_block = false,
-                    .deferred = deferred});
+                    .deferred = deferred,
+                    .publish_time = publish_time});
   }
   // Settles `d` (see SubscriptionState::SettleDeferred()) pinned, so that a
   // Close() or Shutdown() waits for the AfterPush() of a push this admits,
@@ -132,10 +137,11 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
                               bool callback) const;
   // Gives one message to every target of `list`. REQUIRES: pinned. With
   // `deferred`, a full kBlock queue defers its push into it (PushOrDefer());
-  // without, it drops at once.
+  // without, it drops at once. `publish_time` as in PublishFlags.
   PublishResult FanOut(const MatchList* list, absl::string_view topic,
                        absl::string_view payload, const Headers& headers,
-                       std::vector<DeferredPush>* deferred);
+                       std::vector<DeferredPush>* deferred,
+                       absl::Time publish_time = absl::InfinitePast());
   // The end of every publish, after FanOut(): counts it on `entry` (or the
   // shard), unpins, and settles `waits`, the pushes FanOut() deferred into
   // full kBlock queues. REQUIRES: pinned (`pin`).

@@ -883,6 +883,9 @@ void Server::Impl::PublishEntries(Session& s, const v1::Envelope& env,
   const v1::Publish& publish = env.publish();
   Headers headers;
   std::vector<internal::DeferredPush> deferred;
+  // The entries enter the broker together: one clock read stamps them all
+  // (their publish_time; a batch resumed after a block is stamped anew).
+  const absl::Time entered = absl::Now();
   for (int i = first; i < publish.entries_size(); ++i) {
     const v1::PublishEntry& entry = publish.entries(i);
     headers.clear();
@@ -891,7 +894,7 @@ void Server::Impl::PublishEntries(Session& s, const v1::Envelope& env,
     }
     const zmq::message_t& payload = frames[3 + i];
     absl::StatusOr<PublishResult> r = core_.PublishFromNetwork(
-        entry.topic(), View(payload), headers, &deferred);
+        entry.topic(), View(payload), headers, &deferred, entered);
     if (!r.ok()) {
       Bump(counters_.publish_refused);
       v1::Error e;

@@ -291,6 +291,8 @@ TEST_F(ServerTest, PublishAndDeliverWithinCredit) {
     topics.push_back("orders.eu");
     payloads.push_back(absl::StrCat("order-", i));
   }
+  const uint64_t before_ns =
+      static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   pub->Publish(/*batch=*/1, topics, payloads, /*request_id=*/99);
   auto acked = pub->ReceiveBody(v1::Envelope::kAck);
   ASSERT_TRUE(acked.has_value());
@@ -309,7 +311,10 @@ TEST_F(ServerTest, PublishAndDeliverWithinCredit) {
       EXPECT_EQ(e.sid(), kSid);
       EXPECT_EQ(e.topic(), "orders.eu");
       EXPECT_EQ(e.sequence(), got.size() + 1);
-      EXPECT_GT(e.publish_time_unix_ns(), 0u);
+      // Stamped when the batch entered the broker.
+      EXPECT_GE(e.publish_time_unix_ns(), before_ns);
+      EXPECT_LE(e.publish_time_unix_ns(),
+                static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())));
       got.push_back(d->payloads[i]);
     }
   }
