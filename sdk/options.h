@@ -72,8 +72,9 @@ struct ClientOptions {
   // Remote clients: called for errors that no call returns — a publish the
   // broker refused after Publish() had accepted it, a subscription the
   // broker would not re-make after a restart. Runs on the client's I/O
-  // thread: it must not block and must not call the client. Default: none
-  // (the errors are still counted in ClientStats).
+  // thread (or, for a send ZeroMQ fails, inside the Publish() that sent its
+  // batch itself): it must not block and must not call the client. Default:
+  // none (the errors are still counted in ClientStats).
   std::function<void(const absl::Status&)> on_error;
 };
 

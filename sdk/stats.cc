@@ -52,6 +52,7 @@ std::string ClientStats::DebugString() const {
       " publish_in_flight=", publish_in_flight,
       " publish_acked=", publish_acked, " batches_sent=", batches_sent,
       " batches_acked=", batches_acked, " batches_lost=", batches_lost,
+      " batches_sent_inline=", batches_sent_inline,
       " subscriptions_active=", subscriptions_active, " received=", received,
       " delivered=", delivered, " receive_buffered=", receive_buffered,
       " abandoned=", abandoned, " discarded=", discarded,

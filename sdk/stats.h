@@ -80,6 +80,9 @@ struct ClientStats {
   uint64_t batches_sent = 0;
   uint64_t batches_acked = 0;
   uint64_t batches_lost = 0;
+  // Of batches_sent, those the publishing thread sent itself, having found
+  // the client's I/O thread idle (one thread hop less than a wake-up).
+  uint64_t batches_sent_inline = 0;
 
   // --- Receiving.
   // Gauge: subscribers open.

@@ -1,16 +1,23 @@
 // RemoteClient: herald::Client over a broker's net::Server ("tcp://",
 // "ipc://"), speaking docs/protocol.md on a ZeroMQ DEALER socket.
 //
-// One I/O thread owns the socket (a ZeroMQ socket is used by one thread
-// only). API calls hand it work through a mutex-protected queue and wake it
-// through an eventfd that it polls with zmq_poll next to the socket (not an
-// inproc socket: ThreadSanitizer cannot see hand-offs through libzmq).
+// One I/O thread owns the socket's session: it reads, keeps time and does
+// whatever API calls hand it through a mutex-protected queue, woken through
+// an eventfd (not an inproc socket: ThreadSanitizer cannot see hand-offs
+// through libzmq). A ZeroMQ socket is not thread-safe, so the socket and the
+// protocol state are guarded by one mutex (io_mu_) that the I/O thread holds
+// for its whole turn and lets go of only to sleep in poll() on the socket's
+// ZMQ_FD and the eventfd. ZMQ_FD is edge-triggered: whoever touches the
+// socket asks ZMQ_EVENTS afterwards, and a publishing thread that finds a
+// message to read wakes the I/O thread, so no arrival waits for a timer.
 //
-// Publishing: Publish() copies the message into a bounded buffer; the I/O
-// thread sends it at once when no batch awaits its Ack, and otherwise
-// coalesces the buffer into the next batch (up to the broker's
-// max_batch_messages and max_message_bytes). Flush() is a Ping/Pong round
-// trip sent after every batch it covers.
+// Publishing: Publish() copies the message into a bounded buffer. When no
+// batch awaits its Ack (a light load), it goes out at once: sent by the
+// publishing thread itself if the I/O thread is asleep (no wake-up, one
+// thread hop less), else by the I/O thread. Otherwise the buffer coalesces
+// into the next batch (up to the broker's max_batch_messages and
+// max_message_bytes), which the I/O thread sends when an Ack comes. Flush()
+// is a Ping/Pong round trip sent after every batch it covers.
 //
 // Sessions: Hello/Welcome, then a Ping every heartbeat. A dropped connection
 // (seen through a socket monitor read on the I/O thread), an Error answering

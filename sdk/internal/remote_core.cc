@@ -1,5 +1,6 @@
 #include "sdk/internal/remote_core.h"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -80,6 +81,9 @@ absl::Status StatusFromError(const v1::Error& e) {
                                : static_cast<absl::StatusCode>(code);
   return absl::Status(status_code, e.message());
 }
+
+// True on a client's I/O thread (set by Loop()).
+thread_local bool on_io_thread = false;
 
 absl::Status ClientClosed(absl::string_view what) {
   return absl::FailedPreconditionError(
@@ -179,7 +183,7 @@ absl::Status RemoteCore::Publish(absl::string_view topic,
   e.payload = Frame(payload);
   e.bytes = bytes;
 
-  bool wake = false;
+  bool send_now = false;
   {
     absl::MutexLock lock(&mu_);
     auto has_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -210,14 +214,11 @@ absl::Status RemoteCore::Publish(absl::string_view topic,
     ++stats_.published;
     stats_.publish_buffer_high_water =
         std::max<uint64_t>(stats_.publish_buffer_high_water, outbox_.size());
-    // Wake the I/O thread only if it would send now: while a batch awaits
-    // its Ack, messages coalesce without a system call each.
-    if (io_wants_publish_ && !wake_pending_) {
-      wake_pending_ = true;
-      wake = true;
-    }
+    // Send now only if the I/O thread would: while a batch awaits its Ack,
+    // messages coalesce without a system call each.
+    send_now = io_wants_publish_ && !wake_pending_;
   }
-  if (wake) Wake();
+  if (send_now) SendInlineOrWake();
   return absl::OkStatus();
 }
 
@@ -598,6 +599,56 @@ absl::Duration RemoteCore::Liveness() const {
   return ttl > absl::ZeroDuration() ? ttl : kFallbackTtl;
 }
 
+void RemoteCore::SendInlineOrWake() {
+  // Not on the I/O thread (a callback it runs may publish): it holds
+  // io_mu_ and sends after its turn.
+  if (!on_io_thread && io_mu_.TryLock()) {
+    bool sent = false;
+    bool wake = false;
+    if (socket_ != nullptr && !exit_ && blocked_.empty() &&
+        !pending_batch_.has_value()) {
+      bool ready;
+      {
+        absl::MutexLock lock(&mu_);
+        ready = phase_ == Phase::kEstablished && !draining_ && !close_started_;
+      }
+      if (ready) {
+        SendBatches();
+        sent = true;
+        // Sending may have taken the edge of ZMQ_FD that an arrived message
+        // raised, and the I/O thread sleeps on that edge: wake it if there is
+        // something to read. A batch that did not fit waits for POLLOUT,
+        // which the I/O thread watches.
+        wake = pending_batch_.has_value() || SocketReady(*socket_, false);
+      }
+    }
+    io_mu_.Unlock();
+    if (sent) {
+      if (wake) Wake();
+      return;
+    }
+  }
+  bool wake = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!wake_pending_) {
+      wake_pending_ = true;
+      wake = true;
+    }
+  }
+  if (wake) Wake();
+}
+
+bool RemoteCore::SocketReady(zmq::socket_t& socket, bool want_out) {
+  try {
+    const int events = socket.get(zmq::sockopt::events);
+    return (events & ZMQ_POLLIN) != 0 ||
+           (want_out && (events & ZMQ_POLLOUT) != 0);
+  } catch (const zmq::error_t&) {
+    return true;
+  }
+}
+
 uint64_t RemoteCore::NextRequestId(Request request) {
   const uint64_t id = ++next_request_id_;
   requests_[id] = request;
@@ -729,12 +780,15 @@ void RemoteCore::SendUnsubscribe(uint64_t sid, uint64_t request_id) {
 void RemoteCore::Loop() {
   EnsureThreadIdentity();
   NameThisThread("herald-client");
+  on_io_thread = true;
   zmq::context_t context(1);
   zmq::socket_t socket(context, zmq::socket_type::dealer);
   // Connection events, read on this thread from an inproc PAIR: a completed
   // handshake sends Hello at once, a lost connection ends the session
   // without waiting for the liveness timeout (a Goodbye may not get out).
   zmq::socket_t monitor(context, zmq::socket_type::pair);
+  // Held for every turn, let go of only while waiting in poll().
+  io_mu_.Lock();
   socket_ = &socket;
   try {
     socket.set(zmq::sockopt::linger, 0);
@@ -771,9 +825,21 @@ void RemoteCore::Loop() {
   hello_backoff_ = options_.reconnect_interval;
   if (!exit_) SendHello();
 
-  zmq_pollitem_t items[3] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-                             {monitor.handle(), 0, ZMQ_POLLIN, 0}};
+  // Plain poll() on the sockets' ZMQ_FDs, not zmq_poll(): a publishing
+  // thread may send on the socket (under io_mu_) while this one waits, and
+  // zmq_poll() would touch the socket unlocked.
+  pollfd fds[3] = {{-1, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {-1, POLLIN, 0}};
+  if (!exit_) {
+    try {
+      fds[0].fd = socket.get(zmq::sockopt::fd);
+      fds[2].fd = monitor.get(zmq::sockopt::fd);
+    } catch (const zmq::error_t& e) {
+      absl::MutexLock lock(&mu_);
+      connect_error_ = absl::UnavailableError(
+          absl::StrCat("connect to \"", url_, "\": ", e.what()));
+      exit_ = true;
+    }
+  }
   while (!exit_) {
     bool established;
     {
@@ -781,22 +847,30 @@ void RemoteCore::Loop() {
       established = phase_ == Phase::kEstablished;
     }
     const bool blocked = !blocked_.empty() || pending_batch_.has_value();
-    items[0].events = ZMQ_POLLIN | (established && blocked ? ZMQ_POLLOUT : 0);
     const absl::Time now = absl::Now();
     absl::Time next =
         established ? std::min(next_ping_, last_rx_ + Liveness()) : next_hello_;
-    const int64_t timeout_ms =
-        std::clamp<int64_t>(absl::ToInt64Milliseconds(next - now) + 1, 0, 1000);
-    try {
-      zmq::poll(items, 3, std::chrono::milliseconds(timeout_ms));
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) {
-        ReportError(
-            absl::InternalError(absl::StrCat("client: poll: ", e.what())));
+    const int timeout_ms = static_cast<int>(std::clamp<int64_t>(
+        absl::ToInt64Milliseconds(next - now) + 1, 0, 1000));
+    // ZMQ_FD is edge-triggered: sleep on it only once the sockets say there
+    // is nothing to do (asking also re-arms the edge). A thread that sends
+    // meanwhile checks again and wakes this one (SendInlineOrWake()).
+    const bool ready = SocketReady(socket, established && blocked) ||
+                       SocketReady(monitor, false);
+    fds[1].revents = 0;
+    int polled = 0;
+    io_mu_.Unlock();
+    if (!ready) polled = ::poll(fds, 3, timeout_ms);
+    const int poll_errno = errno;
+    io_mu_.Lock();
+    if (polled < 0) {
+      if (poll_errno != EINTR) {
+        ReportError(absl::InternalError(
+            absl::StrCat("client: poll: ", std::strerror(poll_errno))));
       }
       continue;
     }
-    if (items[1].revents & ZMQ_POLLIN) {
+    if (fds[1].revents & POLLIN) {
       uint64_t value;
       [[maybe_unused]] const ssize_t n = read(wake_fd_, &value, sizeof(value));
     }
@@ -858,13 +932,14 @@ void RemoteCore::Loop() {
   // this thread (the one that made them).
   const absl::Duration linger = std::clamp(
       close_deadline_ - absl::Now(), absl::ZeroDuration(), kGoodbyeLinger);
+  socket_ = nullptr;  // From here no publishing thread reaches the socket.
+  io_mu_.Unlock();
   try {
     socket.set(zmq::sockopt::linger,
                static_cast<int>(absl::ToInt64Milliseconds(linger)));
   } catch (const zmq::error_t&) {
     // Closing with the linger set at creation (0) is fine too.
   }
-  socket_ = nullptr;
   zmq_socket_monitor(socket.handle(), nullptr, 0);
   monitor.close();
   socket.close();
@@ -1565,6 +1640,7 @@ void RemoteCore::SendBatches() {
       sent_total_ += info.messages;
       absl::MutexLock lock(&mu_);
       ++stats_.batches_sent;
+      if (!on_io_thread) ++stats_.batches_sent_inline;
       continue;
     }
     // Adaptive: while little is in flight (a light load), batches go out

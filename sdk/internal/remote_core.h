@@ -2,9 +2,10 @@
 // sdk/internal/remote_client.h for the design), and RemoteSub, the client
 // side of one remote subscription.
 //
-// Locks: RemoteCore::mu_ may be held while taking a RemoteSub::mu, never
-// the other way round; both are held only briefly and never across a
-// socket call or a user callback.
+// Locks, in order: RemoteCore::io_mu_ (the socket and the protocol state;
+// held by the I/O thread for its whole turn, only tried by other threads),
+// RemoteCore::mu_, RemoteSub::mu. mu_ and RemoteSub::mu are held only
+// briefly and never across a socket call or a user callback.
 //
 // Internal to sdk/.
 #ifndef HERALD_SDK_INTERNAL_REMOTE_CORE_H_
@@ -123,8 +124,8 @@ struct RemoteSub {
   bool scheduled ABSL_GUARDED_BY(mu) = false;
   std::thread::id running_in ABSL_GUARDED_BY(mu);
 
-  // Confined to the I/O thread: this incarnation's Deliver entries received
-  // and credit sent, for Hello.resume (a session resumed on a new
+  // Guarded by the core's io_mu_: this incarnation's Deliver entries
+  // received and credit sent, for Hello.resume (a session resumed on a new
   // connection).
   uint64_t io_received = 0;
   uint64_t io_returned = 0;
@@ -284,6 +285,16 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // must be written (after unlocking).
   bool PushCommandLocked(Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
+  // Publish()'s way to get a message going once the I/O thread would send
+  // now: sends the batch on the calling thread if the I/O state is free (no
+  // wake-up of the I/O thread, one thread hop less), else wakes the I/O
+  // thread.
+  void SendInlineOrWake() ABSL_LOCKS_EXCLUDED(io_mu_, mu_);
+  // True if `socket` has a message to read (or room to write, with
+  // `want_out`): ZMQ_FD is edge-triggered, so whoever touches the socket
+  // checks this before anyone sleeps on the fd. True on error, so that the
+  // caller looks.
+  static bool SocketReady(zmq::socket_t& socket, bool want_out);
   absl::Status WaitFlushed(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   void CountRefusalLocked(PublishRefusal reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -291,36 +302,43 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // ---- I/O thread.
   void Loop();
   // A socket monitor event (ZMQ_EVENT_*).
-  void OnConnectionEvent(uint16_t event);
-  void HandleIncoming(std::vector<zmq::message_t>& frames);
-  void OnWelcome(const v1::Envelope& env);
-  void OnAck(const v1::Envelope& env);
-  void OnError(const v1::Envelope& env);
-  void OnDeliver(std::shared_ptr<RemoteBatch> batch);
-  void OnPong(const v1::Envelope& env);
-  void OnStatsReply(v1::Envelope& env);
-  void OnGoodbye(const v1::Goodbye& goodbye);
+  void OnConnectionEvent(uint16_t event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void HandleIncoming(std::vector<zmq::message_t>& frames)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void OnWelcome(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void OnAck(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void OnError(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void OnDeliver(std::shared_ptr<RemoteBatch> batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void OnPong(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void OnStatsReply(v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void OnGoodbye(const v1::Goodbye& goodbye)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   // The session is gone (Goodbye, silence, an Error to a Ping): say Hello
   // again.
-  void LoseSession(absl::string_view why);
-  void SendHello();
+  void LoseSession(absl::string_view why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void SendHello() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   // Sends `sub`'s Subscribe. `fresh`: a new incarnation (grant computed
   // from the buffer, credit accounting reset); otherwise the last one again.
   void SendSubscribe(uint64_t sid, const std::shared_ptr<RemoteSub>& sub,
-                     uint64_t request_id, bool gap, uint64_t epoch, bool fresh);
+                     uint64_t request_id, bool gap, uint64_t epoch, bool fresh)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   // Sends `messages` of credit for `sub` (I/O thread).
-  void SendCredit(RemoteSub& sub, uint64_t messages);
-  void SendUnsubscribe(uint64_t sid, uint64_t request_id);
-  void DoWork();
-  void SendBatches();
-  void Shutdown(absl::Time deadline);
+  void SendCredit(RemoteSub& sub, uint64_t messages)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void SendUnsubscribe(uint64_t sid, uint64_t request_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void DoWork() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void SendBatches() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  void Shutdown(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   // Sends now, or queues behind earlier blocked messages.
-  void SendControl(const v1::Envelope& env);
+  void SendControl(const v1::Envelope& env)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   // One multipart message: false if ZeroMQ would block (nothing was sent).
-  bool TrySend(Parts& parts);
+  bool TrySend(Parts& parts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   // Retries blocked control messages in order; true if none remain.
-  bool FlushBlocked();
-  uint64_t NextRequestId(Request request);
+  bool FlushBlocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  uint64_t NextRequestId(Request request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void ReportError(const absl::Status& status);
   absl::Duration Heartbeat() const;
   absl::Duration Liveness() const;
@@ -334,6 +352,9 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // Read by Publish() without the lock; set from each Welcome.
   std::atomic<uint64_t> max_message_bytes_{0};
 
+  // Taken (blocking) only by the I/O thread; other threads only TryLock()
+  // it, so no thread ever waits for one that waits for it.
+  absl::Mutex io_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kConnecting;
   bool ever_connected_ ABSL_GUARDED_BY(mu_) = false;
@@ -360,32 +381,35 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // Publishing and session counters (the receive side is in counters_).
   ClientStats stats_ ABSL_GUARDED_BY(mu_);
 
-  // ---- Confined to the I/O thread.
-  zmq::socket_t* socket_ = nullptr;
-  bool exit_ = false;
-  absl::Time close_deadline_ = absl::InfinitePast();
-  uint64_t next_request_id_ = 0;
-  absl::flat_hash_map<uint64_t, Request> requests_;
-  uint64_t session_serial_ = 0;
-  absl::Time last_rx_;
+  // ---- The I/O state: the socket and the session's protocol state. The
+  // I/O thread holds io_mu_ for its whole turn and lets go of it only to
+  // wait in poll(); a publishing thread that finds it free sends its batch
+  // itself (see SendInlineOrWake()).
+  zmq::socket_t* socket_ ABSL_GUARDED_BY(io_mu_) = nullptr;
+  bool exit_ ABSL_GUARDED_BY(io_mu_) = false;
+  absl::Time close_deadline_ ABSL_GUARDED_BY(io_mu_) = absl::InfinitePast();
+  uint64_t next_request_id_ ABSL_GUARDED_BY(io_mu_) = 0;
+  absl::flat_hash_map<uint64_t, Request> requests_ ABSL_GUARDED_BY(io_mu_);
+  uint64_t session_serial_ ABSL_GUARDED_BY(io_mu_) = 0;
+  absl::Time last_rx_ ABSL_GUARDED_BY(io_mu_);
   // The frames of the message being read, reused: its capacity stays, so a
   // Deliver of many payload frames does not regrow it each time.
-  std::vector<zmq::message_t> incoming_;
-  absl::Time next_ping_;
-  absl::Time next_hello_;
-  absl::Duration hello_backoff_;
-  uint64_t batch_sequence_ = 0;
-  uint64_t sent_total_ = 0;
-  std::deque<SentBatch> unacked_;
-  std::optional<PendingBatch> pending_batch_;
+  std::vector<zmq::message_t> incoming_ ABSL_GUARDED_BY(io_mu_);
+  absl::Time next_ping_ ABSL_GUARDED_BY(io_mu_);
+  absl::Time next_hello_ ABSL_GUARDED_BY(io_mu_);
+  absl::Duration hello_backoff_ ABSL_GUARDED_BY(io_mu_);
+  uint64_t batch_sequence_ ABSL_GUARDED_BY(io_mu_) = 0;
+  uint64_t sent_total_ ABSL_GUARDED_BY(io_mu_) = 0;
+  std::deque<SentBatch> unacked_ ABSL_GUARDED_BY(io_mu_);
+  std::optional<PendingBatch> pending_batch_ ABSL_GUARDED_BY(io_mu_);
   // SendBatches()' scratch, reused: the messages taken from the outbox, and
   // the Publish (see there).
-  std::vector<OutboxEntry> taken_;
-  v1::Publish publish_;
-  std::deque<Parts> blocked_;
+  std::vector<OutboxEntry> taken_ ABSL_GUARDED_BY(io_mu_);
+  v1::Publish publish_ ABSL_GUARDED_BY(io_mu_);
+  std::deque<Parts> blocked_ ABSL_GUARDED_BY(io_mu_);
   // Credit returned while no session was established: sent if the next
   // Welcome resumes the session, dropped if it does not.
-  std::vector<Command> held_credits_;
+  std::vector<Command> held_credits_ ABSL_GUARDED_BY(io_mu_);
 };
 
 }  // namespace herald::internal

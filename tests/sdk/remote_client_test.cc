@@ -751,5 +751,75 @@ TEST(RemoteClientTest, AWholeBatchRefusalCountsEveryMessageOfIt) {
   client.reset();
 }
 
+// A publishing thread that finds the I/O thread idle sends its batch itself
+// (no wake-up). The I/O thread sleeps on the socket's edge-triggered ZMQ_FD
+// meanwhile, and a send on another thread can take the edge raised by an
+// arriving message, so it must still see every Ack and Deliver: here they
+// come back to the same client. A lost edge would leave a message waiting
+// for the I/O thread's poll timeout (up to 1 s), past kPrompt.
+TEST(RemoteClientTest, APublisherSendsInlineAndTheIOThreadMissesNothing) {
+  constexpr absl::Duration kPrompt = absl::Milliseconds(700);
+  BrokerAndServer server;
+  ASSERT_THAT(server.Start("tcp://127.0.0.1:*"), IsOk());
+  ClientOptions options;
+  options.heartbeat = absl::Seconds(30);  // No ping to wake the I/O thread.
+  auto client = Client::Connect(server.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto sub = (*client)->Subscribe("inline.t", {});
+  ASSERT_THAT(sub, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+
+  // Round trips: each message is published alone, mostly with the I/O
+  // thread asleep, until one went inline (the I/O thread may still be in
+  // its turn when a publish comes, so not every one does).
+  constexpr int kMinRoundTrips = 20;
+  const absl::Time deadline = absl::Now() + kWait;
+  int round_trips = 0;
+  while (
+      round_trips < kMinRoundTrips ||
+      ((*client)->Stats().batches_sent_inline == 0 && absl::Now() < deadline)) {
+    const std::string payload = absl::StrCat("rt", round_trips);
+    ASSERT_THAT(publisher->Publish("inline.t", payload), IsOk());
+    absl::StatusOr<Received> m = sub->Receive(kPrompt);
+    ASSERT_THAT(m, IsOk()) << "round trip " << round_trips;
+    EXPECT_EQ(m->payload(), payload);
+    ++round_trips;
+  }
+  EXPECT_GE((*client)->Stats().batches_sent_inline, 1u);
+
+  // Streaming: a publisher thread keeps sending (inline or not) while
+  // Delivers and Acks arrive; it stays at most kWindow ahead of the
+  // receiver, so the subscription's queue never fills.
+  constexpr int kStream = 3000;
+  constexpr int kWindow = 64;
+  absl::Mutex mu;
+  int received = 0;
+  std::thread sender([&] {
+    for (int i = 0; i < kStream; ++i) {
+      {
+        absl::MutexLock lock(&mu);
+        auto within_window = [&] { return received >= i - kWindow; };
+        mu.Await(absl::Condition(&within_window));
+      }
+      if (!publisher->Publish("inline.t", absl::StrCat("s", i)).ok()) return;
+    }
+  });
+  for (int i = 0; i < kStream; ++i) {
+    absl::StatusOr<Received> m = sub->Receive(kPrompt);
+    ASSERT_THAT(m, IsOk()) << "message " << i;
+    ASSERT_EQ(m->payload(), absl::StrCat("s", i));
+    EXPECT_EQ(m->missed(), 0u);
+    absl::MutexLock lock(&mu);
+    ++received;
+  }
+  sender.join();
+  ASSERT_THAT((*client)->Flush(absl::Now() + kPrompt), IsOk());
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.publish_acked, static_cast<uint64_t>(round_trips + kStream));
+  EXPECT_EQ(stats.batches_acked, stats.batches_sent);
+  EXPECT_LE(stats.batches_sent_inline, stats.batches_sent);
+}
+
 }  // namespace
 }  // namespace herald
