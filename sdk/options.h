@@ -57,13 +57,15 @@ struct ClientOptions {
   // holds one thread. Default: 2. Must be > 0.
   size_t callback_threads = 2;
 
-  // Remote clients: how many publish batches may await the broker's Ack
-  // before the client coalesces further messages into the next batch. More
-  // than one is in flight only while fewer than 64 messages are (a light
-  // load: a message goes out at once instead of waiting a round trip);
-  // under a heavy load one batch is, and the rest coalesce. Default: 4.
-  // Must be > 0 (1: strictly one batch at a time).
-  size_t max_unacked_batches = 4;
+  // Remote clients: how many publish batches may be unsettled (awaiting
+  // the broker's Ack) before the client coalesces further messages into the
+  // next batch. More than one is in flight only while fewer than 64
+  // messages are (a light load: a message goes out at once instead of
+  // waiting a round trip); under a heavy load one batch is, and the rest
+  // coalesce. Under a light load the client asks an Ack about once per
+  // round trip, not per batch, so this must cover a round trip's worth of
+  // batches. Default: 16. Must be > 0 (1: strictly one batch at a time).
+  size_t max_unacked_batches = 16;
 
   // How long the destructor lets buffered publishes reach the broker: it
   // calls Close(now + linger). Default: 1s. Must be >= 0.

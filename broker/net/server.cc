@@ -215,7 +215,11 @@ class Server::Impl {
     std::unique_ptr<BlockedPublish> blocked;
     std::deque<std::vector<zmq::message_t>> held;
     absl::flat_hash_map<uint64_t, std::unique_ptr<RemoteSub>> subs;
+    // The last Publish batch processed, and how many batches and entries
+    // were (the Ack's and Pong's publish progress).
     uint64_t last_batch = 0;
+    uint64_t batches_processed = 0;
+    uint64_t entries_processed = 0;
   };
 
   void Loop();
@@ -751,7 +755,10 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
     case v1::Envelope::kPing: {
       v1::Envelope pong;
       pong.set_request_id(env.request_id());
-      pong.mutable_pong();
+      v1::Pong* p = pong.mutable_pong();
+      p->set_acked_batch_sequence(session.last_batch);
+      p->set_batches_processed(session.batches_processed);
+      p->set_entries_processed(session.entries_processed);
       if (!Send(routing_id, pong)) Detach(routing_id);
       break;
     }
@@ -973,11 +980,15 @@ void Server::Impl::ServeBlocked() {
 void Server::Impl::SendBatchAck(Session& s, const v1::Envelope& env,
                                 const v1::Publish& publish) {
   s.last_batch = std::max(s.last_batch, publish.batch_sequence());
+  ++s.batches_processed;
+  s.entries_processed += static_cast<uint64_t>(publish.entries_size());
   if (env.request_id() == 0) return;
   v1::Envelope ack;
   ack.set_request_id(env.request_id());
   ack.mutable_ack()->set_acked_batch_sequence(s.last_batch);
   ack.mutable_ack()->set_broker_epoch(epoch_);
+  ack.mutable_ack()->set_batches_processed(s.batches_processed);
+  ack.mutable_ack()->set_entries_processed(s.entries_processed);
   if (!Send(s.routing_id, ack)) Detach(s.routing_id);
 }
 

@@ -11,12 +11,15 @@
 // socket asks ZMQ_EVENTS afterwards, and a publishing thread that finds a
 // message to read wakes the I/O thread, so no arrival waits for a timer.
 //
-// Publishing: Publish() copies the message into a bounded buffer. When no
-// batch awaits its Ack (a light load), it goes out at once: sent by the
+// Publishing: Publish() copies the message into a bounded buffer. While
+// the window of unsettled batches has room (a light load), it goes out at
+// once: sent by the
 // publishing thread itself if the I/O thread is asleep (no wake-up, one
 // thread hop less), else by the I/O thread. Otherwise the buffer coalesces
 // into the next batch (up to the broker's max_batch_messages and
-// max_message_bytes), which the I/O thread sends when an Ack comes. Flush()
+// max_message_bytes), which the I/O thread sends when an Ack comes. An Ack
+// is asked only while none is awaited; its publish progress settles the
+// batches sent in between (docs/protocol.md, "Publishing"). Flush()
 // is a Ping/Pong round trip sent after every batch it covers.
 //
 // Sessions: Hello/Welcome, then a Ping every heartbeat. A dropped connection

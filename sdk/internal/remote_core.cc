@@ -32,6 +32,9 @@ namespace {
 // Messages in flight below which more than one batch may await its Ack
 // (see SendBatches()).
 constexpr uint64_t kPipelinedMessages = 64;
+// How long batches sent without asking an Ack may stay unsettled once the
+// publisher is idle, before a Ping settles them (see SendBatches()).
+constexpr absl::Duration kSettleDelay = absl::Milliseconds(2);
 
 // Credit window of a subscription that sets no queue_capacity (then the
 // broker's default capacity applies, which the client does not know).
@@ -649,6 +652,13 @@ bool RemoteCore::SocketReady(zmq::socket_t& socket, bool want_out) {
   }
 }
 
+bool RemoteCore::AckAwaited() const {
+  for (const SentBatch& b : unacked_) {
+    if (b.request_id != 0) return true;
+  }
+  return false;
+}
+
 uint64_t RemoteCore::NextRequestId(Request request) {
   const uint64_t id = ++next_request_id_;
   requests_[id] = request;
@@ -849,7 +859,9 @@ void RemoteCore::Loop() {
     const bool blocked = !blocked_.empty() || pending_batch_.has_value();
     const absl::Time now = absl::Now();
     absl::Time next =
-        established ? std::min(next_ping_, last_rx_ + Liveness()) : next_hello_;
+        established
+            ? std::min({next_ping_, last_rx_ + Liveness(), settle_ping_at_})
+            : next_hello_;
     const int timeout_ms = static_cast<int>(std::clamp<int64_t>(
         absl::ToInt64Milliseconds(next - now) + 1, 0, 1000));
     // ZMQ_FD is edge-triggered: sleep on it only once the sockets say there
@@ -922,6 +934,16 @@ void RemoteCore::Loop() {
         next_ping_ = after + Heartbeat();
         absl::MutexLock lock(&mu_);
         ++stats_.pings_sent;
+      }
+      if (after >= settle_ping_at_ && after - last_rx_ <= Liveness()) {
+        settle_ping_at_ = absl::InfiniteFuture();
+        if (!unacked_.empty() && !AckAwaited()) {
+          // Its Pong settles the batches sent without an Ack (OnPong()).
+          v1::Envelope ping;
+          ping.set_request_id(NextRequestId({.kind = Request::Kind::kIgnore}));
+          ping.mutable_ping();
+          SendControl(ping);
+        }
       }
     } else if (after >= next_hello_) {
       SendHello();
@@ -1138,6 +1160,8 @@ void RemoteCore::OnWelcome(const v1::Envelope& env) {
   }
   if (lost) {
     unacked_.clear();
+    settled_batches_processed_ = 0;
+    settled_entries_processed_ = 0;
     // Requests of the dead session: their answers will never come. (Those
     // just made for this session are kept.)
     absl::erase_if(requests_, [&kept = fresh_requests](const auto& r) {
@@ -1228,29 +1252,10 @@ void RemoteCore::OnAck(const v1::Envelope& env) {
   const Request request = req->second;
   const v1::Ack& ack = env.ack();
   switch (request.kind) {
-    case Request::Kind::kBatch: {
-      // Cumulative, but every batch asks its own Ack and a session's
-      // batches reach the server in order: one sent before the acknowledged
-      // batch and still unacknowledged never arrived (ZeroMQ dropped it with
-      // a broken connection). Lost, not processed.
-      absl::MutexLock lock(&mu_);
-      while (!unacked_.empty() &&
-             unacked_.front().sequence <= ack.acked_batch_sequence()) {
-        const SentBatch& b = unacked_.front();
-        if (b.sequence == ack.acked_batch_sequence()) {
-          ++stats_.batches_acked;
-          stats_.publish_acked += b.messages - b.refused;
-        } else {
-          ++stats_.batches_lost;
-          stats_.publish_dropped_by_reason[static_cast<size_t>(
-              PublishDrop::kLost)] += b.messages - b.refused;
-        }
-        stats_.publish_in_flight -= b.messages;
-        requests_.erase(b.request_id);
-        unacked_.pop_front();
-      }
+    case Request::Kind::kBatch:
+      SettleBatches(ack.acked_batch_sequence(), ack.batches_processed(),
+                    ack.entries_processed());
       break;
-    }
     case Request::Kind::kSubscribe: {
       requests_.erase(req);
       bool cancelled = false;
@@ -1305,10 +1310,14 @@ void RemoteCore::OnError(const v1::Envelope& env) {
     return;
   }
   auto req = requests_.find(env.request_id());
+  // A refusal in a batch sent without asking an Ack: request id 0.
+  const bool unasked_batch =
+      env.request_id() == 0 && error.batch_sequence() != 0;
   // An answer to a request of a session ago, or to a Hello already
   // answered (Hellos repeat while connecting, and each gets an answer).
-  if (req == requests_.end()) return;
-  const Request request = req->second;
+  if (req == requests_.end() && !unasked_batch) return;
+  const Request request =
+      unasked_batch ? Request{.kind = Request::Kind::kBatch} : req->second;
   switch (request.kind) {
     case Request::Kind::kBatch: {
       bool found = false;
@@ -1463,11 +1472,59 @@ void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {
   if (discarded > 0) Bump(counters_.discarded, discarded);
 }
 
+void RemoteCore::SettleBatches(uint64_t acked_sequence, uint64_t batches,
+                               uint64_t entries) {
+  // Progress older than the last settled (a Pong answered before an Ack
+  // already handled) settles nothing more.
+  if (batches < settled_batches_processed_ ||
+      entries < settled_entries_processed_) {
+    return;
+  }
+  uint64_t settled_batches = 0;
+  uint64_t settled_messages = 0;
+  uint64_t settled_refused = 0;
+  uint64_t in_flight = 0;
+  while (!unacked_.empty() && unacked_.front().sequence <= acked_sequence) {
+    const SentBatch& b = unacked_.front();
+    ++settled_batches;
+    settled_messages += b.messages;
+    settled_refused += b.refused;
+    in_flight += b.messages;
+    if (b.request_id != 0) requests_.erase(b.request_id);
+    unacked_.pop_front();
+  }
+  // A session's batches reach the broker in order, and its progress counts
+  // every one it processed: of the settled batches, those it did not count
+  // never arrived (ZeroMQ dropped them with a broken connection). A lost
+  // batch had no Error, so the refusals belong to processed ones.
+  const uint64_t processed_batches =
+      std::min(settled_batches, batches - settled_batches_processed_);
+  const uint64_t processed_messages =
+      std::min(settled_messages, entries - settled_entries_processed_);
+  settled_batches_processed_ = batches;
+  settled_entries_processed_ = entries;
+  if (settled_batches == 0) return;
+  absl::MutexLock lock(&mu_);
+  stats_.batches_acked += processed_batches;
+  stats_.batches_lost += settled_batches - processed_batches;
+  stats_.publish_acked +=
+      processed_messages - std::min(processed_messages, settled_refused);
+  stats_.publish_dropped_by_reason[static_cast<size_t>(PublishDrop::kLost)] +=
+      settled_messages - processed_messages;
+  stats_.publish_in_flight -= in_flight;
+}
+
 void RemoteCore::OnPong(const v1::Envelope& env) {
   auto req = requests_.find(env.request_id());
+  // Stale (a session ago): its progress is another session's.
   if (req == requests_.end()) return;
   const Request request = req->second;
   requests_.erase(req);
+  const v1::Pong& pong = env.pong();
+  if (pong.acked_batch_sequence() != 0) {
+    SettleBatches(pong.acked_batch_sequence(), pong.batches_processed(),
+                  pong.entries_processed());
+  }
   if (request.kind != Request::Kind::kFlushPing) return;
   absl::MutexLock lock(&mu_);
   for (const std::shared_ptr<FlushWaiter>& f : flushes_) {
@@ -1635,7 +1692,9 @@ void RemoteCore::SendBatches() {
       }
       const SentBatch info = pending_batch_->info;
       pending_batch_.reset();
-      requests_[info.request_id] = {.kind = Request::Kind::kBatch};
+      if (info.request_id != 0) {
+        requests_[info.request_id] = {.kind = Request::Kind::kBatch};
+      }
       unacked_.push_back(info);
       sent_total_ += info.messages;
       absl::MutexLock lock(&mu_);
@@ -1675,13 +1734,31 @@ void RemoteCore::SendBatches() {
       }
       // In flight from here: out of the buffer, into the next batch.
       stats_.publish_in_flight += taken.size();
-      if (taken.empty()) {
-        io_wants_publish_ = true;
-        return;
-      }
+      if (taken.empty()) io_wants_publish_ = true;
     }
+    if (taken.empty()) {
+      // Idle: batches sent without asking an Ack and none awaited are
+      // settled by a Ping's Pong shortly, unless a batch asks first.
+      if (!unacked_.empty() && !AckAwaited() &&
+          settle_ping_at_ == absl::InfiniteFuture()) {
+        settle_ping_at_ = absl::Now() + kSettleDelay;
+      }
+      return;
+    }
+    // An Ack is asked for only while none is awaited: one per round trip
+    // under a light load, instead of one per batch (each costs the broker a
+    // send and this client a wake-up). The batches in between are settled
+    // by the next Ack or Pong, whose publish progress tells exactly which
+    // were processed. Under a heavy load only one batch is in flight, so
+    // each asks.
+    // A batch after which no other may be sent asks too, so that a closed
+    // window always awaits an Ack that reopens it.
+    const bool closes_window =
+        unacked_.size() + 1 >= options_.max_unacked_batches ||
+        in_flight + taken.size() >= kPipelinedMessages;
     const uint64_t sequence = ++batch_sequence_;
-    const uint64_t request_id = ++next_request_id_;
+    const uint64_t request_id =
+        AckAwaited() && !closes_window ? 0 : ++next_request_id_;
     // The Publish and its entries are reused (Clear() keeps the entries and
     // their strings' capacity), lent to the envelope only to serialize it:
     // clearing an envelope's body would free them.

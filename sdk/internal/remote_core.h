@@ -271,7 +271,7 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   };
   struct SentBatch {
     uint64_t sequence = 0;
-    uint64_t request_id = 0;
+    uint64_t request_id = 0;  // 0: no Ack asked for (see SendBatches()).
     uint64_t messages = 0;
     uint64_t refused = 0;
   };
@@ -311,6 +311,12 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   void OnDeliver(std::shared_ptr<RemoteBatch> batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnPong(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  // Settles the unacknowledged batches up to `acked_sequence` from an Ack's
+  // or a Pong's publish progress: of those batches, the ones the broker did
+  // not process (`batches` and `entries` processed in the session so far)
+  // were lost with a broken connection.
+  void SettleBatches(uint64_t acked_sequence, uint64_t batches,
+                     uint64_t entries) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnStatsReply(v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnGoodbye(const v1::Goodbye& goodbye)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
@@ -339,6 +345,8 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // Retries blocked control messages in order; true if none remain.
   bool FlushBlocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   uint64_t NextRequestId(Request request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  // True while a sent batch that asked an Ack has not had it.
+  bool AckAwaited() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void ReportError(const absl::Status& status);
   absl::Duration Heartbeat() const;
   absl::Duration Liveness() const;
@@ -401,6 +409,13 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   uint64_t batch_sequence_ ABSL_GUARDED_BY(io_mu_) = 0;
   uint64_t sent_total_ ABSL_GUARDED_BY(io_mu_) = 0;
   std::deque<SentBatch> unacked_ ABSL_GUARDED_BY(io_mu_);
+  // The session's publish progress at the last settlement (see
+  // SettleBatches()); zero in a new session.
+  uint64_t settled_batches_processed_ ABSL_GUARDED_BY(io_mu_) = 0;
+  uint64_t settled_entries_processed_ ABSL_GUARDED_BY(io_mu_) = 0;
+  // When a Ping settles batches sent without asking an Ack (see
+  // SendBatches()); InfiniteFuture: none due.
+  absl::Time settle_ping_at_ ABSL_GUARDED_BY(io_mu_) = absl::InfiniteFuture();
   std::optional<PendingBatch> pending_batch_ ABSL_GUARDED_BY(io_mu_);
   // SendBatches()' scratch, reused: the messages taken from the outbox, and
   // the Publish (see there).

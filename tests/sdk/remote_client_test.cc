@@ -485,10 +485,26 @@ TEST(RemoteClientTest, ABrokenConnectionResumesAndReportsWhatItLost) {
 // A scripted broker on a raw ROUTER: it welcomes every Hello, answers every
 // Ping, and hands each Publish to `on_publish`, which may answer through
 // `reply`.
+// A scripted broker's publish progress (Ack and Pong fields): the batches
+// and entries it chose to count as processed, and the last such batch.
+struct Progress {
+  uint64_t last_batch = 0;
+  uint64_t batches = 0;
+  uint64_t entries = 0;
+  void Count(const v1::Envelope& publish) {
+    last_batch = publish.publish().batch_sequence();
+    ++batches;
+    entries += static_cast<uint64_t>(publish.publish().entries_size());
+  }
+};
+
 class ScriptedBroker {
  public:
   using Reply = std::function<void(const v1::Envelope&)>;
-  using OnPublish = std::function<void(const v1::Envelope&, const Reply&)>;
+  // Called for each Publish; counts what it processes in `progress` (read
+  // by the Pongs).
+  using OnPublish = std::function<void(const v1::Envelope&, const Reply&,
+                                       Progress* progress)>;
 
   explicit ScriptedBroker(OnPublish on_publish)
       : router_(context_, zmq::socket_type::router),
@@ -533,11 +549,13 @@ class ScriptedBroker {
         w->set_max_credit(1024);
         reply(welcome);
       } else if (in.has_publish()) {
-        on_publish_(in, reply);
+        on_publish_(in, reply, &progress_);
       } else if (in.has_ping()) {
         v1::Envelope pong;
         pong.set_request_id(in.request_id());
-        pong.mutable_pong();
+        pong.mutable_pong()->set_acked_batch_sequence(progress_.last_batch);
+        pong.mutable_pong()->set_batches_processed(progress_.batches);
+        pong.mutable_pong()->set_entries_processed(progress_.entries);
         reply(pong);
       }
     }
@@ -547,6 +565,7 @@ class ScriptedBroker {
   zmq::socket_t router_;
   std::string endpoint_;
   const OnPublish on_publish_;
+  Progress progress_;  // Confined to the broker's thread.
   std::atomic<bool> done_{false};
   std::thread thread_;
 };
@@ -567,11 +586,14 @@ void ConnectPublisher(const ScriptedBroker& broker, ClientOptions options,
   out->publisher.emplace(*std::move(publisher));
 }
 
-v1::Envelope AckOf(const v1::Envelope& publish) {
+// The Ack of `publish` (which `progress` has counted).
+v1::Envelope AckOf(const v1::Envelope& publish, const Progress& progress) {
   v1::Envelope ack;
   ack.set_request_id(publish.request_id());
   ack.mutable_ack()->set_acked_batch_sequence(
       publish.publish().batch_sequence());
+  ack.mutable_ack()->set_batches_processed(progress.batches);
+  ack.mutable_ack()->set_entries_processed(progress.entries);
   return ack;
 }
 
@@ -581,15 +603,21 @@ v1::Envelope AckOf(const v1::Envelope& publish) {
 TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
   absl::Mutex mu;
   int batches_seen = 0;  // Guarded by mu.
-  ScriptedBroker broker(
-      [&](const v1::Envelope& in, const ScriptedBroker::Reply& reply) {
-        int seen;
-        {
-          absl::MutexLock lock(&mu);
-          seen = ++batches_seen;
-        }
-        if (seen == 3) reply(AckOf(in));
-      });
+  ScriptedBroker broker([&](const v1::Envelope& in,
+                            const ScriptedBroker::Reply& reply,
+                            Progress* progress) {
+    int seen;
+    {
+      absl::MutexLock lock(&mu);
+      seen = ++batches_seen;
+    }
+    if (seen == 3) {
+      // The third batch asks its Ack (it closes the window of 3).
+      EXPECT_NE(in.request_id(), 0u);
+      progress->Count(in);
+      reply(AckOf(in, *progress));
+    }
+  });
 
   ClientOptions options;
   options.max_unacked_batches = 3;
@@ -616,6 +644,82 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
                                  stats.publish_in_flight +
                                  stats.publish_dropped());
   client.reset();
+}
+
+// Under a light load a client asks an Ack only while none is awaited; the
+// batches sent meanwhile are settled by the next Ack's publish progress,
+// which also tells exactly how many of them never arrived. Here the broker
+// holds batch 1's Ack until batch 4, "loses" batch 2 and acknowledges 5.
+TEST(RemoteClientTest, BatchesSentWithoutAskingAnAckAreSettledByTheNextOne) {
+  absl::Mutex mu;
+  int batches_seen = 0;  // Guarded by mu.
+  v1::Envelope first;    // Broker thread only.
+  ScriptedBroker broker([&](const v1::Envelope& in,
+                            const ScriptedBroker::Reply& reply,
+                            Progress* progress) {
+    int seen;
+    {
+      absl::MutexLock lock(&mu);
+      seen = ++batches_seen;
+    }
+    const bool asks = in.request_id() != 0;
+    // Batches 1 and 5 ask (no Ack awaited when sent); 2 to 4 do not.
+    EXPECT_EQ(asks, seen == 1 || seen == 5) << "batch " << seen;
+    if (seen != 2) progress->Count(in);  // Batch 2 is "lost".
+    if (seen == 1) first = in;
+    if (seen == 4) reply(AckOf(first, Progress{1, 1, 1}));
+    if (seen == 5) reply(AckOf(in, *progress));
+  });
+  ScriptedClient c;
+  ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
+  auto& client = c.client;
+  auto& publisher = c.publisher;
+  for (int i = 1; i <= 4; ++i) {
+    ASSERT_THAT(publisher->Publish("t", absl::StrCat("m", i)), IsOk());
+    ASSERT_TRUE(WaitFor([&] {
+      absl::MutexLock lock(&mu);
+      return batches_seen == i;
+    }));
+  }
+  // Batch 1's Ack settles batch 1 alone.
+  ASSERT_TRUE(WaitFor([&] { return client->Stats().batches_acked == 1; }));
+  ASSERT_THAT(publisher->Publish("t", "m5"), IsOk());
+  ASSERT_TRUE(WaitFor([&] { return client->Stats().batches_lost == 1; }));
+  const ClientStats stats = client->Stats();
+  EXPECT_EQ(stats.batches_sent, 5u);
+  EXPECT_EQ(stats.batches_acked, 4u);
+  EXPECT_EQ(stats.publish_acked, 4u);
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 1u);
+  EXPECT_EQ(stats.publish_in_flight, 0u);
+  client.reset();
+}
+
+// With a real broker, a stream of batches, most of which ask no Ack, is
+// settled by a Flush: nothing is left unaccounted.
+TEST(RemoteClientTest, ALightStreamIsSettledExactly) {
+  BrokerAndServer server;
+  ASSERT_THAT(server.Start("tcp://127.0.0.1:*"), IsOk());
+  auto client = Client::Connect(server.server->sdk_endpoint());
+  ASSERT_THAT(client, IsOk());
+  auto sub = (*client)->Subscribe("light.t", {});
+  ASSERT_THAT(sub, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  constexpr int kMessages = 500;
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_THAT(publisher->Publish("light.t", absl::StrCat(i)), IsOk());
+  }
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.publish_acked, static_cast<uint64_t>(kMessages));
+  EXPECT_EQ(stats.batches_acked, stats.batches_sent);
+  EXPECT_EQ(stats.batches_lost, 0u);
+  EXPECT_EQ(stats.publish_in_flight, 0u);
+  for (int i = 0; i < kMessages; ++i) {
+    absl::StatusOr<Received> m = sub->Receive(kWait);
+    ASSERT_THAT(m, IsOk());
+    EXPECT_EQ(m->payload(), absl::StrCat(i));
+  }
 }
 
 // Callback subscriptions are serial executors over the client's pool: many
@@ -698,15 +802,17 @@ TEST(RemoteClientTest, CallbackSubscriptionsShareTheClientsPool) {
 // An Error answering no request the client knows (one of a session ago, or
 // of a Hello already answered) is counted and otherwise ignored.
 TEST(RemoteClientTest, AnErrorForAnUnknownRequestIsIgnored) {
-  ScriptedBroker broker(
-      [](const v1::Envelope& in, const ScriptedBroker::Reply& reply) {
-        v1::Envelope stray;
-        stray.set_request_id(in.request_id() + 1000);
-        stray.mutable_error()->set_status_code(
-            static_cast<int>(absl::StatusCode::kUnavailable));
-        reply(stray);
-        reply(AckOf(in));
-      });
+  ScriptedBroker broker([](const v1::Envelope& in,
+                           const ScriptedBroker::Reply& reply,
+                           Progress* progress) {
+    v1::Envelope stray;
+    stray.set_request_id(in.request_id() + 1000);
+    stray.mutable_error()->set_status_code(
+        static_cast<int>(absl::StatusCode::kUnavailable));
+    reply(stray);
+    progress->Count(in);
+    reply(AckOf(in, *progress));
+  });
   ScriptedClient c;
   ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
   auto& client = c.client;
@@ -724,15 +830,17 @@ TEST(RemoteClientTest, AnErrorForAnUnknownRequestIsIgnored) {
 // every message counts refused, whatever the batches held, none acked.
 TEST(RemoteClientTest, AWholeBatchRefusalCountsEveryMessageOfIt) {
   ScriptedBroker broker([](const v1::Envelope& in,
-                           const ScriptedBroker::Reply& reply) {
+                           const ScriptedBroker::Reply& reply,
+                           Progress* progress) {
     v1::Envelope error;
     error.set_request_id(in.request_id());
     error.mutable_error()->set_status_code(
         static_cast<int>(absl::StatusCode::kInvalidArgument));
     error.mutable_error()->set_batch_sequence(in.publish().batch_sequence());
     error.mutable_error()->set_whole_batch(true);
-    reply(error);
-    reply(AckOf(in));
+    reply(error);  // With the batch's request id, 0 if it asked no Ack.
+    progress->Count(in);
+    if (in.request_id() != 0) reply(AckOf(in, *progress));
   });
   ScriptedClient c;
   ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));

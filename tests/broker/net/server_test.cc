@@ -382,6 +382,32 @@ TEST_F(ServerTest, AMessageFannedOutToSeveralRemoteSubscriptionsReachesEach) {
   EXPECT_EQ(server_->Stats().delivered(), 3 * payloads.size());
 }
 
+// Batches that ask no Ack (request id 0) get none, and the next Ack, or a
+// Pong, reports the session's publish progress over all of them.
+TEST_F(ServerTest, AcksAndPongsReportTheSessionsPublishProgress) {
+  auto pub = Connect();
+  pub->Hello("publisher-000001");
+  pub->Publish(/*batch=*/1, {"p.t", "p.t"}, {"a", "b"}, /*request_id=*/0);
+  pub->Publish(/*batch=*/2, {"p.t"}, {"c"}, /*request_id=*/0);
+  pub->Publish(/*batch=*/3, {"p.t", "p.t", "p.t"}, {"d", "e", "f"},
+               /*request_id=*/41);
+  auto acked = pub->ReceiveBody(v1::Envelope::kAck);
+  ASSERT_TRUE(acked.has_value());
+  EXPECT_EQ(acked->env.request_id(), 41u);  // The first Ack is batch 3's.
+  EXPECT_EQ(acked->env.ack().acked_batch_sequence(), 3u);
+  EXPECT_EQ(acked->env.ack().batches_processed(), 3u);
+  EXPECT_EQ(acked->env.ack().entries_processed(), 6u);
+
+  pub->Publish(/*batch=*/4, {"p.t"}, {"g"}, /*request_id=*/0);
+  pub->SendPing(/*request_id=*/42);
+  auto pong = pub->ReceiveBody(v1::Envelope::kPong);
+  ASSERT_TRUE(pong.has_value());
+  EXPECT_EQ(pong->env.request_id(), 42u);
+  EXPECT_EQ(pong->env.pong().acked_batch_sequence(), 4u);
+  EXPECT_EQ(pong->env.pong().batches_processed(), 4u);
+  EXPECT_EQ(pong->env.pong().entries_processed(), 7u);
+}
+
 TEST_F(ServerTest, SlowRemoteSubscriberDropsAreCountedExactly) {
   constexpr uint64_t kCapacity = 10;
   constexpr uint64_t kCredit = 4;
