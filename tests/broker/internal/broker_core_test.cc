@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "broker/broker.h"
 #include "broker/internal/subscription_state.h"
+#include "broker/internal/thread_identity.h"
 #include "broker/subscription.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -26,6 +27,10 @@ using ::herald::testing::IsOk;
 // server frees itself once its subscriptions are closed, so a notifier that
 // runs after Close() returned would call into freed memory.
 TEST(BrokerCoreTest, CloseWaitsForTheNotifierOfASettledDeferredPush) {
+  // Every thread here blocks on Abseil primitives another one wakes, some
+  // through BrokerCore (not a public entry point that ensures it): without
+  // this, TSAN reports Abseil's lazily made identity (see the header).
+  EnsureThreadIdentity();
   auto broker = Broker::Create();
   ASSERT_THAT(broker, IsOk());
   BrokerCore& core = CoreOf(**broker);
@@ -60,11 +65,13 @@ TEST(BrokerCoreTest, CloseWaitsForTheNotifierOfASettledDeferredPush) {
   EXPECT_FALSE(state->Rearm());
 
   std::thread settler([&] {
+    EnsureThreadIdentity();  // The notifier waits on this thread.
     const PushOutcome out = core.SettleDeferred(deferred[0], false);
     EXPECT_TRUE(out.taken);
   });
   in_notifier.WaitForNotification();
   std::thread closer([&] {
+    EnsureThreadIdentity();
     auto totals = sub->Close();
     close_returned.Notify();
     ASSERT_THAT(totals, IsOk());
