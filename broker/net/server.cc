@@ -862,6 +862,7 @@ void Server::Impl::HandleHello(const std::string& routing_id,
   w->set_max_batch_messages(static_cast<uint32_t>(options_.max_batch_messages));
   w->set_max_credit(options_.max_credit);
   w->set_resumed(resumed);
+  w->set_publish_progress(true);
   if (!Send(routing_id, reply)) Detach(routing_id);
 }
 

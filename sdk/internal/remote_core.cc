@@ -659,6 +659,24 @@ bool RemoteCore::AckAwaited() const {
   return false;
 }
 
+void RemoteCore::MaybeArmSettlePing() {
+  if (publish_progress_ && !unacked_.empty() && !AckAwaited() &&
+      settle_ping_id_ == 0 && settle_ping_at_ == absl::InfiniteFuture()) {
+    settle_ping_at_ = absl::Now() + kSettleDelay;
+  }
+}
+
+void RemoteCore::SendSettlePing() {
+  settle_ping_at_ = absl::InfiniteFuture();
+  v1::Envelope ping;
+  settle_ping_id_ = NextRequestId(
+      {.kind = Request::Kind::kIgnore,
+       .covers = unacked_.empty() ? 0 : unacked_.back().sequence});
+  ping.set_request_id(settle_ping_id_);
+  ping.mutable_ping();
+  SendControl(ping);
+}
+
 uint64_t RemoteCore::NextRequestId(Request request) {
   const uint64_t id = ++next_request_id_;
   requests_[id] = request;
@@ -937,12 +955,8 @@ void RemoteCore::Loop() {
       }
       if (after >= settle_ping_at_ && after - last_rx_ <= Liveness()) {
         settle_ping_at_ = absl::InfiniteFuture();
-        if (!unacked_.empty() && !AckAwaited()) {
-          // Its Pong settles the batches sent without an Ack (OnPong()).
-          v1::Envelope ping;
-          ping.set_request_id(NextRequestId({.kind = Request::Kind::kIgnore}));
-          ping.mutable_ping();
-          SendControl(ping);
+        if (!unacked_.empty() && !AckAwaited() && settle_ping_id_ == 0) {
+          SendSettlePing();
         }
       }
     } else if (after >= next_hello_) {
@@ -1084,6 +1098,7 @@ void RemoteCore::OnWelcome(const v1::Envelope& env) {
     phase_ = Phase::kEstablished;
     welcome_ = w;
     epoch_ = w.broker_epoch();
+    publish_progress_ = w.publish_progress();
     epoch = epoch_;
     // Relaxed: read by Publish() as a hint; the broker checks again.
     max_message_bytes_.store(w.max_message_bytes(), std::memory_order_relaxed);
@@ -1162,6 +1177,8 @@ void RemoteCore::OnWelcome(const v1::Envelope& env) {
     unacked_.clear();
     settled_batches_processed_ = 0;
     settled_entries_processed_ = 0;
+    settle_ping_id_ = 0;
+    settle_ping_at_ = absl::InfiniteFuture();
     // Requests of the dead session: their answers will never come. (Those
     // just made for this session are kept.)
     absl::erase_if(requests_, [&kept = fresh_requests](const auto& r) {
@@ -1204,6 +1221,11 @@ void RemoteCore::OnWelcome(const v1::Envelope& env) {
   }
   next_ping_ = now + Heartbeat();
   hello_backoff_ = options_.reconnect_interval;
+  if (!lost && publish_progress_ && !unacked_.empty()) {
+    // Resumed: an Ack awaited may have been lost with the connection, and
+    // with it the window. This Pong settles every batch sent so far.
+    SendSettlePing();
+  }
 }
 
 void RemoteCore::OnGoodbye(const v1::Goodbye& goodbye) {
@@ -1320,6 +1342,27 @@ void RemoteCore::OnError(const v1::Envelope& env) {
       unasked_batch ? Request{.kind = Request::Kind::kBatch} : req->second;
   switch (request.kind) {
     case Request::Kind::kBatch: {
+      if (error.batch_sequence() == 0) {
+        // The request refused as a whole before it was processed (the
+        // session's held messages were full, or the server is stopping):
+        // no Ack will come. Its messages count refused; a Pong settles it.
+        requests_.erase(env.request_id());
+        {
+          absl::MutexLock lock(&mu_);
+          for (SentBatch& b : unacked_) {
+            if (b.request_id != env.request_id()) continue;
+            stats_.publish_dropped_by_reason[static_cast<size_t>(
+                PublishDrop::kBrokerRefused)] += b.messages - b.refused;
+            b.refused = b.messages;
+            b.refused_unprocessed = true;
+            b.request_id = 0;
+            break;
+          }
+        }
+        ReportError(status);
+        MaybeArmSettlePing();
+        return;
+      }
       bool found = false;
       {
         absl::MutexLock lock(&mu_);
@@ -1474,22 +1517,47 @@ void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {
 
 void RemoteCore::SettleBatches(uint64_t acked_sequence, uint64_t batches,
                                uint64_t entries) {
+  if (!publish_progress_) {
+    // A server without publish progress: every batch asks its own Ack, so
+    // one still unacknowledged below an acknowledged batch never arrived.
+    absl::MutexLock lock(&mu_);
+    while (!unacked_.empty() && unacked_.front().sequence <= acked_sequence) {
+      const SentBatch& b = unacked_.front();
+      if (b.sequence == acked_sequence || b.refused_unprocessed) {
+        ++stats_.batches_acked;
+        stats_.publish_acked += b.messages - b.refused;
+      } else {
+        ++stats_.batches_lost;
+        stats_.publish_dropped_by_reason[static_cast<size_t>(
+            PublishDrop::kLost)] += b.messages - b.refused;
+      }
+      stats_.publish_in_flight -= b.messages;
+      if (b.request_id != 0) requests_.erase(b.request_id);
+      unacked_.pop_front();
+    }
+    return;
+  }
   // Progress older than the last settled (a Pong answered before an Ack
   // already handled) settles nothing more.
   if (batches < settled_batches_processed_ ||
       entries < settled_entries_processed_) {
     return;
   }
-  uint64_t settled_batches = 0;
-  uint64_t settled_messages = 0;
+  uint64_t settled_batches = 0;   // Expected in the progress.
+  uint64_t settled_messages = 0;  // Expected in the progress.
   uint64_t settled_refused = 0;
+  uint64_t refused_unprocessed = 0;  // Batches answered, not processed.
   uint64_t in_flight = 0;
   while (!unacked_.empty() && unacked_.front().sequence <= acked_sequence) {
     const SentBatch& b = unacked_.front();
-    ++settled_batches;
-    settled_messages += b.messages;
-    settled_refused += b.refused;
     in_flight += b.messages;
+    if (b.refused_unprocessed) {
+      ++refused_unprocessed;  // Its messages were counted refused.
+    } else {
+      ++settled_batches;
+      settled_messages += b.messages;
+      settled_refused += b.refused;
+    }
     if (b.request_id != 0) requests_.erase(b.request_id);
     unacked_.pop_front();
   }
@@ -1503,9 +1571,9 @@ void RemoteCore::SettleBatches(uint64_t acked_sequence, uint64_t batches,
       std::min(settled_messages, entries - settled_entries_processed_);
   settled_batches_processed_ = batches;
   settled_entries_processed_ = entries;
-  if (settled_batches == 0) return;
+  if (settled_batches + refused_unprocessed == 0) return;
   absl::MutexLock lock(&mu_);
-  stats_.batches_acked += processed_batches;
+  stats_.batches_acked += processed_batches + refused_unprocessed;
   stats_.batches_lost += settled_batches - processed_batches;
   stats_.publish_acked +=
       processed_messages - std::min(processed_messages, settled_refused);
@@ -1520,10 +1588,16 @@ void RemoteCore::OnPong(const v1::Envelope& env) {
   if (req == requests_.end()) return;
   const Request request = req->second;
   requests_.erase(req);
-  const v1::Pong& pong = env.pong();
-  if (pong.acked_batch_sequence() != 0) {
-    SettleBatches(pong.acked_batch_sequence(), pong.batches_processed(),
-                  pong.entries_processed());
+  if (publish_progress_) {
+    // A Ping answered in order comes after every batch sent before it (a
+    // heartbeat's covers nothing): those not in the progress were lost.
+    const v1::Pong& pong = env.pong();
+    SettleBatches(std::max(pong.acked_batch_sequence(), request.covers),
+                  pong.batches_processed(), pong.entries_processed());
+  }
+  if (env.request_id() == settle_ping_id_) {
+    settle_ping_id_ = 0;
+    MaybeArmSettlePing();
   }
   if (request.kind != Request::Kind::kFlushPing) return;
   absl::MutexLock lock(&mu_);
@@ -1652,7 +1726,10 @@ void RemoteCore::DoWork() {
     absl::MutexLock lock(&mu_);
     for (const std::shared_ptr<FlushWaiter>& f : flushes_) {
       if (f->done || f->ping_id != 0 || sent_total_ < f->target) continue;
-      f->ping_id = NextRequestId({.kind = Request::Kind::kFlushPing});
+      // Sent after the batches it covers: its Pong settles them all.
+      f->ping_id = NextRequestId(
+          {.kind = Request::Kind::kFlushPing,
+           .covers = unacked_.empty() ? 0 : unacked_.back().sequence});
       pings.push_back(f->ping_id);
     }
     for (const std::shared_ptr<StatsWaiter>& s : stats_waiters_) {
@@ -1712,6 +1789,7 @@ void RemoteCore::SendBatches() {
     for (const SentBatch& b : unacked_) in_flight += b.messages;
     if (unacked_.size() >= options_.max_unacked_batches ||
         (!unacked_.empty() && in_flight >= kPipelinedMessages)) {
+      MaybeArmSettlePing();  // A window closed by a refused batch.
       stop_wanting();
       return;
     }
@@ -1739,10 +1817,7 @@ void RemoteCore::SendBatches() {
     if (taken.empty()) {
       // Idle: batches sent without asking an Ack and none awaited are
       // settled by a Ping's Pong shortly, unless a batch asks first.
-      if (!unacked_.empty() && !AckAwaited() &&
-          settle_ping_at_ == absl::InfiniteFuture()) {
-        settle_ping_at_ = absl::Now() + kSettleDelay;
-      }
+      MaybeArmSettlePing();
       return;
     }
     // An Ack is asked for only while none is awaited: one per round trip
@@ -1758,7 +1833,9 @@ void RemoteCore::SendBatches() {
         in_flight + taken.size() >= kPipelinedMessages;
     const uint64_t sequence = ++batch_sequence_;
     const uint64_t request_id =
-        AckAwaited() && !closes_window ? 0 : ++next_request_id_;
+        publish_progress_ && AckAwaited() && !closes_window
+            ? 0
+            : ++next_request_id_;
     // The Publish and its entries are reused (Clear() keeps the entries and
     // their strings' capacity), lent to the envelope only to serialize it:
     // clearing an envelope's body would free them.

@@ -268,10 +268,16 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
     };
     Kind kind = Kind::kIgnore;
     uint64_t sid = 0;
+    // A Ping answered in order (not a heartbeat): the last batch sent
+    // before it, which its Pong settles (see OnPong()).
+    uint64_t covers = 0;
   };
   struct SentBatch {
     uint64_t sequence = 0;
     uint64_t request_id = 0;  // 0: no Ack asked for (see SendBatches()).
+    // Refused as a whole without being processed (an Error with no batch
+    // sequence): answered, not lost, and not in the broker's progress.
+    bool refused_unprocessed = false;
     uint64_t messages = 0;
     uint64_t refused = 0;
   };
@@ -347,6 +353,11 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   uint64_t NextRequestId(Request request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   // True while a sent batch that asked an Ack has not had it.
   bool AckAwaited() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  // Batches are unsettled with no Ack and no settle Ping awaited: a Ping
+  // is due in kSettleDelay (settle_ping_at_), unless a batch asks first.
+  void MaybeArmSettlePing() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  // A Ping whose Pong settles every batch sent so far (see OnPong()).
+  void SendSettlePing() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void ReportError(const absl::Status& status);
   absl::Duration Heartbeat() const;
   absl::Duration Liveness() const;
@@ -416,6 +427,11 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // When a Ping settles batches sent without asking an Ack (see
   // SendBatches()); InfiniteFuture: none due.
   absl::Time settle_ping_at_ ABSL_GUARDED_BY(io_mu_) = absl::InfiniteFuture();
+  // The settle Ping awaiting its Pong (0: none): no other is sent meanwhile.
+  uint64_t settle_ping_id_ ABSL_GUARDED_BY(io_mu_) = 0;
+  // The session's server reports publish progress (Welcome); without it
+  // every batch asks an Ack and an Ack settles only its own batch.
+  bool publish_progress_ ABSL_GUARDED_BY(io_mu_) = false;
   std::optional<PendingBatch> pending_batch_ ABSL_GUARDED_BY(io_mu_);
   // SendBatches()' scratch, reused: the messages taken from the outbox, and
   // the Publish (see there).

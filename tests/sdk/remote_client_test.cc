@@ -506,9 +506,12 @@ class ScriptedBroker {
   using OnPublish = std::function<void(const v1::Envelope&, const Reply&,
                                        Progress* progress)>;
 
-  explicit ScriptedBroker(OnPublish on_publish)
+  // `publish_progress`: the Welcome says the Acks and Pongs carry publish
+  // progress (false: an older server, whose client asks every Ack).
+  explicit ScriptedBroker(OnPublish on_publish, bool publish_progress = true)
       : router_(context_, zmq::socket_type::router),
-        on_publish_(std::move(on_publish)) {
+        on_publish_(std::move(on_publish)),
+        publish_progress_(publish_progress) {
     router_.set(zmq::sockopt::linger, 0);
     router_.bind("tcp://127.0.0.1:*");
     endpoint_ = router_.get(zmq::sockopt::last_endpoint);
@@ -547,15 +550,19 @@ class ScriptedBroker {
         w->set_max_subscriptions(16);
         w->set_max_batch_messages(64);
         w->set_max_credit(1024);
+        w->set_publish_progress(publish_progress_);
         reply(welcome);
       } else if (in.has_publish()) {
         on_publish_(in, reply, &progress_);
       } else if (in.has_ping()) {
         v1::Envelope pong;
         pong.set_request_id(in.request_id());
-        pong.mutable_pong()->set_acked_batch_sequence(progress_.last_batch);
-        pong.mutable_pong()->set_batches_processed(progress_.batches);
-        pong.mutable_pong()->set_entries_processed(progress_.entries);
+        pong.mutable_pong();  // Empty from a server without progress.
+        if (publish_progress_) {
+          pong.mutable_pong()->set_acked_batch_sequence(progress_.last_batch);
+          pong.mutable_pong()->set_batches_processed(progress_.batches);
+          pong.mutable_pong()->set_entries_processed(progress_.entries);
+        }
         reply(pong);
       }
     }
@@ -565,6 +572,7 @@ class ScriptedBroker {
   zmq::socket_t router_;
   std::string endpoint_;
   const OnPublish on_publish_;
+  const bool publish_progress_;
   Progress progress_;  // Confined to the broker's thread.
   std::atomic<bool> done_{false};
   std::thread thread_;
@@ -692,6 +700,79 @@ TEST(RemoteClientTest, BatchesSentWithoutAskingAnAckAreSettledByTheNextOne) {
   EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 1u);
   EXPECT_EQ(stats.publish_in_flight, 0u);
   client.reset();
+}
+
+// A server without publish progress (an older one): every batch asks its
+// Ack, even one sent while another Ack is awaited, and each Ack settles its
+// own batch. The broker holds batch 1's Ack until batch 2 is in.
+TEST(RemoteClientTest, AServerWithoutPublishProgressGetsAnAckAskedPerBatch) {
+  absl::Mutex mu;
+  int batches_seen = 0;  // Guarded by mu.
+  v1::Envelope first;    // Broker thread only.
+  auto ack_of = [](const v1::Envelope& in) {
+    v1::Envelope ack;  // No progress fields.
+    ack.set_request_id(in.request_id());
+    ack.mutable_ack()->set_acked_batch_sequence(in.publish().batch_sequence());
+    return ack;
+  };
+  ScriptedBroker broker(
+      [&](const v1::Envelope& in, const ScriptedBroker::Reply& reply,
+          Progress*) {
+        int seen;
+        {
+          absl::MutexLock lock(&mu);
+          seen = ++batches_seen;
+        }
+        EXPECT_NE(in.request_id(), 0u) << "batch " << seen;
+        if (seen == 1) {
+          first = in;
+          return;
+        }
+        if (seen == 2) reply(ack_of(first));
+        reply(ack_of(in));
+      },
+      /*publish_progress=*/false);
+  ScriptedClient c;
+  ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_THAT(c.publisher->Publish("t", absl::StrCat("m", i)), IsOk());
+    ASSERT_TRUE(WaitFor([&] {
+      absl::MutexLock lock(&mu);
+      return batches_seen == i;
+    }));
+  }
+  ASSERT_THAT(c.client->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = c.client->Stats();
+  EXPECT_EQ(stats.batches_sent, 3u);
+  EXPECT_EQ(stats.batches_acked, 3u);
+  EXPECT_EQ(stats.publish_acked, 3u);
+  EXPECT_EQ(stats.batches_lost, 0u);
+  EXPECT_EQ(stats.publish_in_flight, 0u);
+  c.client.reset();
+}
+
+// A batch refused as a whole before it was processed (an Error with no
+// batch sequence: the session's held messages were full) gets no Ack: its
+// messages count refused, not lost, and a Pong settles it.
+TEST(RemoteClientTest, ABatchRefusedUnprocessedIsSettledAsRefused) {
+  ScriptedBroker broker([](const v1::Envelope& in,
+                           const ScriptedBroker::Reply& reply, Progress*) {
+    v1::Envelope error;  // Not counted in the progress: not processed.
+    error.set_request_id(in.request_id());
+    error.mutable_error()->set_status_code(
+        static_cast<int>(absl::StatusCode::kResourceExhausted));
+    reply(error);
+  });
+  ScriptedClient c;
+  ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
+  ASSERT_THAT(c.publisher->Publish("t", "m"), IsOk());
+  ASSERT_TRUE(WaitFor([&] { return c.client->Stats().batches_acked == 1; }));
+  const ClientStats stats = c.client->Stats();
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kBrokerRefused), 1u);
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 0u);
+  EXPECT_EQ(stats.publish_acked, 0u);
+  EXPECT_EQ(stats.publish_in_flight, 0u);
+  c.client.reset();
 }
 
 // With a real broker, a stream of batches, most of which ask no Ack, is
