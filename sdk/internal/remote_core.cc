@@ -1323,6 +1323,9 @@ void RemoteCore::OnError(const v1::Envelope& env) {
     absl::MutexLock lock(&mu_);
     ++stats_.errors_received;
   }
+  if (env.request_id() != 0 && env.request_id() == settle_ping_id_) {
+    settle_ping_id_ = 0;  // Refused: no Pong will come; a later one may go.
+  }
   if (error.no_session()) {
     // The broker no longer knows this session (it expired while we were
     // silent): nothing of the request was done. A new session re-makes the

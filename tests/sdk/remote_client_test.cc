@@ -594,6 +594,20 @@ void ConnectPublisher(const ScriptedBroker& broker, ClientOptions options,
   out->publisher.emplace(*std::move(publisher));
 }
 
+// Publishes "m<i>" for i in [first, last], each once the broker has seen
+// i - 1 batches, so that each message is a batch of its own.
+// `batches_seen` (guarded by `mu`) counts the batches the broker saw.
+void PublishOneBatchEach(Publisher& publisher, absl::Mutex& mu,
+                         const int& batches_seen, int first, int last) {
+  for (int i = first; i <= last; ++i) {
+    ASSERT_THAT(publisher.Publish("t", absl::StrCat("m", i)), IsOk());
+    ASSERT_TRUE(WaitFor([&] {
+      absl::MutexLock lock(&mu);
+      return batches_seen == i;
+    }));
+  }
+}
+
 // The Ack of `publish` (which `progress` has counted).
 v1::Envelope AckOf(const v1::Envelope& publish, const Progress& progress) {
   v1::Envelope ack;
@@ -633,14 +647,8 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
   ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, options, &c));
   auto& client = c.client;
   auto& publisher = c.publisher;
-  for (int i = 1; i <= 3; ++i) {
-    // One message per batch: the next is published once this one is sent.
-    ASSERT_THAT(publisher->Publish("t", absl::StrCat("m", i)), IsOk());
-    ASSERT_TRUE(WaitFor([&] {
-      absl::MutexLock lock(&mu);
-      return batches_seen == i;
-    }));
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      PublishOneBatchEach(*publisher, mu, batches_seen, 1, 3));
   ASSERT_TRUE(WaitFor([&] { return client->Stats().batches_lost == 2; }));
   const ClientStats stats = client->Stats();
   EXPECT_EQ(stats.batches_sent, 3u);
@@ -682,13 +690,8 @@ TEST(RemoteClientTest, BatchesSentWithoutAskingAnAckAreSettledByTheNextOne) {
   ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
   auto& client = c.client;
   auto& publisher = c.publisher;
-  for (int i = 1; i <= 4; ++i) {
-    ASSERT_THAT(publisher->Publish("t", absl::StrCat("m", i)), IsOk());
-    ASSERT_TRUE(WaitFor([&] {
-      absl::MutexLock lock(&mu);
-      return batches_seen == i;
-    }));
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      PublishOneBatchEach(*publisher, mu, batches_seen, 1, 4));
   // Batch 1's Ack settles batch 1 alone.
   ASSERT_TRUE(WaitFor([&] { return client->Stats().batches_acked == 1; }));
   ASSERT_THAT(publisher->Publish("t", "m5"), IsOk());
@@ -734,13 +737,8 @@ TEST(RemoteClientTest, AServerWithoutPublishProgressGetsAnAckAskedPerBatch) {
       /*publish_progress=*/false);
   ScriptedClient c;
   ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
-  for (int i = 1; i <= 3; ++i) {
-    ASSERT_THAT(c.publisher->Publish("t", absl::StrCat("m", i)), IsOk());
-    ASSERT_TRUE(WaitFor([&] {
-      absl::MutexLock lock(&mu);
-      return batches_seen == i;
-    }));
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      PublishOneBatchEach(*c.publisher, mu, batches_seen, 1, 3));
   ASSERT_THAT(c.client->Flush(absl::Now() + kWait), IsOk());
   const ClientStats stats = c.client->Stats();
   EXPECT_EQ(stats.batches_sent, 3u);
