@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <thread>
@@ -266,8 +267,10 @@ class Server::Impl {
   void TakeReady();
   void DrainReady();
   // The payload frame of `message` for a Deliver: a copy of the pass's
-  // shared frame (see shared_frames_), or its own.
+  // shared frame (see frame_slots_), or its own.
   zmq::message_t PayloadFrameFor(const MessageRef& message);
+  // Empties the drain pass's shared frames.
+  void ForgetSharedFrames();
   // Returns true if `rs` should stay in the ready set.
   bool DrainSub(Session& s, RemoteSub& rs);
   // The plain endpoints.
@@ -329,8 +332,19 @@ class Server::Impl {
   // subscription is ready: every subscription after the first sends a copy
   // (zmq_msg_copy shares the frame's refcounted content), so a message
   // fanned out to N remote subscribers costs one ZeroMQ content allocation,
-  // freed once, instead of N. Cleared at the end of the pass.
-  absl::flat_hash_map<const Message*, zmq::message_t> shared_frames_;
+  // freed once, instead of N. A direct-mapped cache by message address: no
+  // allocation or rehash per pass (a hash map cleared at the end of every
+  // pass gave back its table each time). A message whose slot was taken by
+  // another one only gets a frame of its own. Each cached frame holds a
+  // reference to its message, so no address is reused within a pass.
+  // Emptied at the end of the pass (`frame_slots_used_`).
+  struct SharedFrame {
+    const Message* message = nullptr;
+    zmq::message_t frame;
+  };
+  static constexpr size_t kFrameSlots = 1024;  // A power of two.
+  std::vector<SharedFrame> frame_slots_ = std::vector<SharedFrame>(kFrameSlots);
+  std::vector<uint32_t> frame_slots_used_;
   bool share_frames_ = false;
   std::string body_;
   std::vector<zmq::message_t> frames_;
@@ -1200,11 +1214,29 @@ void Server::Impl::ExpireSessions() {
 
 zmq::message_t Server::Impl::PayloadFrameFor(const MessageRef& message) {
   if (!share_frames_) return PayloadFrame(message);
-  auto [it, inserted] = shared_frames_.try_emplace(message.get());
-  if (inserted) it->second = PayloadFrame(message);
+  // Fibonacci hashing of the address: messages are allocated close together.
+  const uint64_t address =
+      static_cast<uint64_t>(reinterpret_cast<uintptr_t>(message.get()));
+  const uint32_t index = static_cast<uint32_t>(
+      (address * 0x9E3779B97F4A7C15ull) >> (64 - 10));  // log2(kFrameSlots)
+  static_assert(kFrameSlots == 1u << 10);
+  SharedFrame& slot = frame_slots_[index];
+  if (slot.message != message.get()) {
+    if (slot.message == nullptr) frame_slots_used_.push_back(index);
+    slot.message = message.get();
+    slot.frame = PayloadFrame(message);  // Releases the slot's old frame.
+  }
   zmq::message_t copy;
-  copy.copy(it->second);
+  copy.copy(slot.frame);
   return copy;
+}
+
+void Server::Impl::ForgetSharedFrames() {
+  for (uint32_t index : frame_slots_used_) {
+    frame_slots_[index].message = nullptr;
+    frame_slots_[index].frame.rebuild();  // Drops its reference.
+  }
+  frame_slots_used_.clear();
 }
 
 void Server::Impl::DrainReady() {
@@ -1212,7 +1244,7 @@ void Server::Impl::DrainReady() {
   share_frames_ = ready_keys_.size() > 1;
   // The shared frames go when the pass ends; ZeroMQ frees each content
   // once its last copy is sent.
-  absl::Cleanup forget_frames = [this] { shared_frames_.clear(); };
+  absl::Cleanup forget_frames = [this] { ForgetSharedFrames(); };
   for (uint64_t key : ready_keys_) {
     if (key == kPlainFeedKey) continue;  // FeedPlainSubscribers() does it.
     auto k = keys_.find(key);

@@ -349,10 +349,12 @@ TEST_F(ServerTest, AMessageFannedOutToSeveralRemoteSubscriptionsReachesEach) {
   ASSERT_EQ(sub_b->Subscribe(3, "fan.>", 1000).body_case(), v1::Envelope::kAck);
 
   std::vector<std::string> topics, payloads;
-  for (int i = 0; i < 40; ++i) {
+  // More messages than one drain pass takes (256), so that the pass's
+  // direct-mapped frame cache also sees messages evict one another.
+  for (int i = 0; i < 400; ++i) {
     topics.push_back("fan.t");
     // Sizes on both sides of ZeroMQ's inline-message limit (33 bytes).
-    payloads.push_back(std::string(static_cast<size_t>(1 + (i * 97) % 3000),
+    payloads.push_back(std::string(static_cast<size_t>(1 + (i * 97) % 700),
                                    static_cast<char>('a' + i % 26)));
   }
   pub->Publish(/*batch=*/1, topics, payloads, /*request_id=*/7);
