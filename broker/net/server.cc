@@ -45,6 +45,10 @@ using internal::Read;
 // subscription does not starve the others or the socket's input.
 constexpr size_t kDeliverBatch = 64;
 constexpr size_t kTurnBudget = 256;
+// A plain message that a full SUB pipe refused is tried again after
+// kPlainRetryMin, then after twice as long each time, up to kPlainRetryMax.
+constexpr absl::Duration kPlainRetryMin = absl::Milliseconds(1);
+constexpr absl::Duration kPlainRetryMax = absl::Milliseconds(16);
 // How many incoming messages are handled per socket per loop turn.
 constexpr int kReceiveBudget = 256;
 // Frames read from the SDK endpoint per loop turn (a Publish carries one per
@@ -317,6 +321,13 @@ class Server::Impl {
   // from it but not yet sent (XPUB_NODROP back-pressure).
   Subscription plain_feed_;
   std::deque<Delivery> plain_pending_;
+  // The XPUB refused plain_pending_'s head (a SUB's pipe is full): it is
+  // tried again at plain_retry_at_, with a backoff that doubles up to
+  // kPlainRetryMax while the pipe stays full. XPUB reports POLLOUT even
+  // then, so waiting for POLLOUT would spin.
+  bool plain_blocked_ = false;
+  absl::Duration plain_backoff_ = absl::ZeroDuration();
+  absl::Time plain_retry_at_ = absl::InfinitePast();
   // Scratch reused by every call on the I/O thread, so that the hot paths
   // allocate nothing of their own once warm: the deliveries popped from a
   // core subscription, the Deliver (a cleared repeated field keeps its
@@ -499,15 +510,20 @@ void Server::Impl::Loop() {
   items.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
 
   while (!stopping_.load(std::memory_order_acquire)) {
-    if (xpub_index >= 0) {
-      // Wait for room only while a plain message is held back.
-      items[xpub_index].events =
-          ZMQ_POLLIN | (plain_pending_.empty() ? 0 : ZMQ_POLLOUT);
-    }
-    const bool busy = !ready_.empty();
+    // A plain feed held back by a full SUB pipe is not work to do now: it
+    // waits for its retry time.
+    const size_t waiting =
+        plain_blocked_ && ready_.contains(kPlainFeedKey) ? 1 : 0;
+    const bool busy = ready_.size() > waiting;
     // A blocked publish is retried every millisecond (ZeroMQ's poll
     // resolution) until its queue has room or its block_timeout passes.
-    const int idle_ms = blocked_sessions_.empty() ? 50 : 1;
+    int idle_ms = blocked_sessions_.empty() ? 50 : 1;
+    if (plain_blocked_) {
+      const int64_t until_retry = absl::ToInt64Milliseconds(
+          absl::Ceil(plain_retry_at_ - absl::Now(), absl::Milliseconds(1)));
+      idle_ms = static_cast<int>(
+          std::clamp<int64_t>(until_retry, 0, static_cast<int64_t>(idle_ms)));
+    }
     try {
       zmq::poll(items.data(), items.size(),
                 std::chrono::milliseconds(busy ? 0 : idle_ms));
@@ -1358,6 +1374,7 @@ void Server::Impl::HandlePlainPublish() {
 }
 
 void Server::Impl::FeedPlainSubscribers() {
+  if (plain_blocked_ && absl::Now() < plain_retry_at_) return;
   size_t budget = kTurnBudget;
   while (budget > 0) {
     if (plain_pending_.empty()) {
@@ -1384,8 +1401,14 @@ void Server::Impl::FeedPlainSubscribers() {
       zmq::message_t topic(d.topic().data(), d.topic().size());
       if (!xpub_->send(topic,
                        zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+        plain_blocked_ = true;
+        plain_backoff_ =
+            std::clamp(2 * plain_backoff_, kPlainRetryMin, kPlainRetryMax);
+        plain_retry_at_ = absl::Now() + plain_backoff_;
         return;
       }
+      plain_blocked_ = false;
+      plain_backoff_ = absl::ZeroDuration();
       (void)xpub_->send(PayloadFrame(d.message()), zmq::send_flags::none);
     } catch (const zmq::error_t&) {
       Bump(counters_.send_failures);

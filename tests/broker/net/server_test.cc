@@ -3,6 +3,9 @@
 // limits, bad input, expiry, and the plain PUB/SUB endpoints.
 #include "broker/net/server.h"
 
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -11,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
@@ -875,6 +879,120 @@ TEST_F(ServerTest, PlainSubFromXpubReceivesByPrefix) {
   ASSERT_EQ(frames.size(), 2u);
   EXPECT_EQ(frames[0].to_string(), "orders.eu");
   EXPECT_EQ(frames[1].to_string(), "for it");
+}
+
+// Nanoseconds the thread named `name` in this process has spent on a CPU
+// (/proc/self/task/*/schedstat); -1 if there is no such thread.
+int64_t ThreadCpuNanos(absl::string_view name) {
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string thread_name;
+    std::getline(comm, thread_name);
+    if (thread_name != name) continue;
+    std::ifstream schedstat(task.path() / "schedstat");
+    int64_t on_cpu = -1;
+    schedstat >> on_cpu;
+    return on_cpu;
+  }
+  return -1;
+}
+
+// A plain SUB that stops reading fills its pipe; the server holds the head
+// message back (XPUB_NODROP), counts what its feed queue cannot take, and
+// retries on a timer. XPUB reports POLLOUT even with a full pipe, so a
+// server that waited for POLLOUT spun a core here. Once the SUB reads again,
+// everything not counted as dropped arrives.
+TEST_F(ServerTest, AStalledPlainSubscriberCostsNoSpinAndLosesNothingUncounted) {
+  ServerOptions options;
+  options.plain_queue_capacity = 64;
+  StartServer(options);
+  zmq::socket_t sub(context_, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::linger, 0);
+  sub.set(zmq::sockopt::rcvhwm, 10);
+  sub.set(zmq::sockopt::rcvbuf, 64 * 1024);
+  sub.set(zmq::sockopt::rcvtimeo, 10);
+  sub.set(zmq::sockopt::subscribe, "stall.");
+  sub.connect(server_->subscribe_endpoint());
+  // Slow joiner: publish until the first message arrives. The XPUB
+  // discarded the ones before it, which no subscription had asked for yet
+  // (the server counts them as sent: it cannot know).
+  uint64_t published = 0;
+  uint64_t received = 0;
+  uint64_t before_join = 0;
+  std::vector<zmq::message_t> frames;
+  for (int i = 0; i < 3000 && received == 0; ++i) {
+    ASSERT_THAT(broker_->Publish("stall.warm", absl::StrCat(i)), IsOk());
+    ++published;
+    frames.clear();
+    if (zmq::recv_multipart(sub, std::back_inserter(frames))) {
+      ++received;
+      ASSERT_EQ(frames.size(), 2u);
+      ASSERT_TRUE(absl::SimpleAtoi(frames[1].to_string(), &before_join));
+    }
+  }
+  ASSERT_EQ(received, 1u);
+
+  auto feed = [&] {
+    const v1::BrokerStats stats = broker_->Stats();
+    for (const v1::SubscriptionStats& s : stats.subscriptions()) {
+      if (s.name() == "plain subscribe endpoint") return s;
+    }
+    ADD_FAILURE() << "no plain feed subscription";
+    return v1::SubscriptionStats();
+  };
+  // The SUB stops reading. Messages of 16 KiB go out in steps of 32 (half
+  // the feed's queue), each once the server has taken the last step from
+  // the feed, until a step stays queued: the SUB's pipes (ZeroMQ's
+  // high-water mark of 1,000 messages, then the kernel's buffers) are full.
+  const std::string big(16 * 1024, 'x');
+  bool stalled = false;
+  for (int step = 0; step < 400 && !stalled; ++step) {
+    for (int i = 0; i < 32; ++i) {
+      ASSERT_THAT(broker_->Publish("stall.big", big), IsOk());
+      ++published;
+    }
+    stalled = !WaitFor([&] { return feed().queued() == 0; }, absl::Seconds(1));
+  }
+  ASSERT_TRUE(stalled);
+  // More than the feed's queue holds: the rest are counted as dropped.
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_THAT(broker_->Publish("stall.big", big), IsOk());
+    ++published;
+  }
+  auto feed_dropped = [&] { return feed().dropped().queue_full(); };
+  ASSERT_GT(feed_dropped(), 0u);
+
+  // Stalled: the server thread must sleep, not spin. Over a second, a
+  // spinning thread takes 300 ms or more of CPU even on a loaded machine;
+  // this one is woken about 60 times and takes a few ms.
+  const int64_t cpu_before = ThreadCpuNanos("herald-server");
+  ASSERT_GE(cpu_before, 0);
+  EXPECT_FALSE(WaitFor(
+      [&] {
+        return ThreadCpuNanos("herald-server") - cpu_before >
+               absl::ToInt64Nanoseconds(absl::Milliseconds(150));
+      },
+      absl::Seconds(1)))
+      << "the server thread used "
+      << (ThreadCpuNanos("herald-server") - cpu_before) / 1000000
+      << " ms of CPU in a second with nothing it could send";
+
+  // Reading again: every message not counted as dropped arrives.
+  const uint64_t dropped = feed_dropped();  // Final: publishing is over.
+  const uint64_t expected = published - before_join - dropped;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (received < expected && absl::Now() < deadline) {
+    frames.clear();
+    if (!zmq::recv_multipart(sub, std::back_inserter(frames))) continue;
+    ASSERT_EQ(frames.size(), 2u);
+    ++received;
+  }
+  EXPECT_EQ(received, expected) << dropped << " dropped of " << published;
+  EXPECT_TRUE(WaitFor([&] {
+    return server_->Stats().plain_delivered() == expected + before_join;
+  }));
+  EXPECT_EQ(feed_dropped(), dropped);
 }
 
 TEST_F(ServerTest, StopSendsGoodbyeAndClosesRemoteSubscriptions) {
