@@ -482,7 +482,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadUsageCase{{"bench", "--msgs", "0"}, "--msgs \"0\": must be at"},
         BadUsageCase{{"bench", "--size", "abc"},
                      "--size \"abc\": not a whole number"},
-        BadUsageCase{{"bench", "--topic", "a.>"}, "topic \"a.>\""}));
+        BadUsageCase{{"bench", "--topic", "a.>"}, "topic \"a.>\""},
+        BadUsageCase{{"--url"}, "no command"},
+        BadUsageCase{{"--url", "tcp://127.0.0.1:1"}, "no command"},
+        BadUsageCase{{"--count", "3", "pub", "t"},
+                     "\"--count\" before the command"},
+        BadUsageCase{{"--url=http://x", "stats"}, "--url \"http://x\""},
+        BadUsageCase{{"help", "frob"}, "unknown command \"frob\""}));
 
 TEST(HeraldCliUnreachableTest, EachCommandFailsWithOneLineWithinItsTimeout) {
   // A port that was just free: a server bound it, then stopped.
@@ -500,17 +506,22 @@ TEST(HeraldCliUnreachableTest, EachCommandFailsWithOneLineWithinItsTimeout) {
   }
   const std::vector<std::vector<std::string>> commands = {
       {"pub", "t", "m"}, {"sub", "t"}, {"stats"}, {"bench", "--msgs", "1"}};
-  for (std::vector<std::string> args : commands) {
-    SCOPED_TRACE(args[0]);
-    args.insert(args.end(),
-                {"--url", url, "--connect-timeout", kShortConnectTimeout});
-    Captured captured;
-    const absl::Time start = absl::Now();
-    const int code = cli::Run(args, captured.io());
-    EXPECT_LT(absl::Now() - start, kUnreachableBound);
-    EXPECT_EQ(code, cli::kExitFailure);
-    EXPECT_THAT(captured.err(), IsOneErrorLine());
-    EXPECT_THAT(captured.err(), HasSubstr(url));
+  for (int before = 0; before < 2; ++before) {
+    for (std::vector<std::string> args : commands) {
+      SCOPED_TRACE(absl::StrCat(args[0], before ? ", flags first" : ""));
+      const std::vector<std::string> flags = {"--url", url, "--connect-timeout",
+                                              kShortConnectTimeout};
+      // As `nats` allows, the common flags may come before the command.
+      args.insert(before ? args.begin() : args.end(), flags.begin(),
+                  flags.end());
+      Captured captured;
+      const absl::Time start = absl::Now();
+      const int code = cli::Run(args, captured.io());
+      EXPECT_LT(absl::Now() - start, kUnreachableBound);
+      EXPECT_EQ(code, cli::kExitFailure);
+      EXPECT_THAT(captured.err(), IsOneErrorLine());
+      EXPECT_THAT(captured.err(), HasSubstr(url));
+    }
   }
 }
 
@@ -525,6 +536,11 @@ TEST(HeraldCliHelpTest, HelpPrintsUsageAndExitsZero) {
   Captured captured;
   EXPECT_EQ(cli::Run({"help"}, captured.io()), cli::kExitOk);
   EXPECT_THAT(captured.out(), HasSubstr("commands:"));
+  // `herald help pub` is `herald pub --help`.
+  Captured pub_help;
+  EXPECT_EQ(cli::Run({"help", "pub"}, pub_help.io()), cli::kExitOk);
+  EXPECT_THAT(pub_help.out(), HasSubstr("usage: herald pub"));
+  EXPECT_THAT(pub_help.out(), HasSubstr("--count="));
 }
 
 TEST(FormatTest, EscapeBytesEscapesEverythingNotPrintableAscii) {

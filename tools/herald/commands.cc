@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -25,7 +26,7 @@ namespace herald::cli {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: herald COMMAND [ARGS] [--url URL]\n"
+    "usage: herald [--url URL] COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
     "  pub TOPIC [MESSAGE] [--count N] [--rate R] [--size B]\n"
@@ -39,7 +40,8 @@ constexpr char kUsage[] =
     "      measure throughput and latency through the broker\n"
     "\n"
     "Every command takes --url (default tcp://127.0.0.1:7450) and\n"
-    "--connect-timeout. `herald COMMAND --help` lists its flags.\n"
+    "--connect-timeout, before or after it. `herald help COMMAND` lists\n"
+    "its flags.\n"
     "Exit status: 0 success, 1 broker or connection error, 2 bad usage.\n";
 
 // Prints `command`'s usage line and flags on io.out.
@@ -98,8 +100,42 @@ int Run(absl::Span<const std::string> args, const Io& io) {
                       "help)");
   }
   if (args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
+    // `herald help pub` is `herald pub --help`.
+    if (args[0] == "help" && args.size() == 2) {
+      const std::vector<std::string> help = {args[1], "--help"};
+      return Run(help, io);
+    }
     *io.out << kUsage;
     return kExitOk;
+  }
+  // The flags every command takes may also come before it, as with the
+  // `nats` tool: `herald --url URL pub t m` is `herald pub t m --url URL`.
+  if (absl::StartsWith(args[0], "--")) {
+    std::vector<std::string> leading;
+    size_t i = 0;
+    while (i < args.size() && absl::StartsWith(args[i], "--")) {
+      const absl::string_view name =
+          absl::string_view(args[i]).substr(0, args[i].find('='));
+      if (name != "--url" && name != "--connect-timeout") {
+        return UsageError(io,
+                          absl::StrCat("\"", args[i],
+                                       "\" before the command: only --url and "
+                                       "--connect-timeout may come before it"));
+      }
+      leading.push_back(args[i]);
+      if (args[i].find('=') == std::string::npos && i + 1 < args.size()) {
+        leading.push_back(args[++i]);  // Its value.
+      }
+      ++i;
+    }
+    if (i == args.size()) {
+      return UsageError(io,
+                        "no command: one of pub, sub, stats, bench (see "
+                        "herald help)");
+    }
+    std::vector<std::string> reordered(args.begin() + i, args.end());
+    reordered.insert(reordered.end(), leading.begin(), leading.end());
+    return Run(reordered, io);
   }
   const std::string& command = args[0];
   const absl::Span<const std::string> rest = args.subspan(1);
@@ -215,9 +251,12 @@ int Pub(absl::Span<const std::string> args, const Io& io) {
     fatal = std::move(s);
     break;
   }
-  const absl::Status flushed = (*client)->Flush(absl::Now() + timeout);
+  // One deadline for the flush and the close: --timeout bounds the wait
+  // for the final flush as a whole.
+  const absl::Time deadline = absl::Now() + timeout;
+  const absl::Status flushed = (*client)->Flush(deadline);
   // Counts what Flush() did not settle as dropped, so the stats are final.
-  (*client)->Close(absl::Now() + timeout).IgnoreError();  // Flushed above.
+  (*client)->Close(deadline).IgnoreError();  // Flushed above.
   const ClientStats stats = (*client)->Stats();
 
   uint64_t refused = 0;
