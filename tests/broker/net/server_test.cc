@@ -995,6 +995,30 @@ TEST_F(ServerTest, AStalledPlainSubscriberCostsNoSpinAndLosesNothingUncounted) {
   EXPECT_EQ(feed_dropped(), dropped);
 }
 
+// A message published over the SDK endpoint reaches a plain SUB too, as
+// one published in-process does.
+TEST_F(ServerTest, PlainSubReceivesWhatAnSdkClientPublishes) {
+  zmq::socket_t sub(context_, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::linger, 0);
+  sub.set(zmq::sockopt::subscribe, "orders.");
+  sub.set(zmq::sockopt::rcvtimeo, 10);
+  sub.connect(server_->subscribe_endpoint());
+  auto pub = Connect();
+  pub->Hello("publisher-000001");
+  std::vector<zmq::message_t> frames;
+  // Slow joiner: publish until the SUB's subscription has reached the
+  // server and a message arrives.
+  for (uint64_t batch = 1; batch <= 3000 && frames.empty(); ++batch) {
+    pub->Publish(batch, {"payments.x", "orders.eu"},
+                 {"not for it", "from the sdk"}, /*request_id=*/0);
+    (void)zmq::recv_multipart(sub, std::back_inserter(frames));
+  }
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0].to_string(), "orders.eu");
+  EXPECT_EQ(frames[1].to_string(), "from the sdk");
+  EXPECT_GE(server_->Stats().publish_accepted(), 2u);
+}
+
 TEST_F(ServerTest, StopSendsGoodbyeAndClosesRemoteSubscriptions) {
   auto client = Connect();
   client->Hello();
