@@ -870,11 +870,17 @@ void RemoteCore::Loop() {
   }
   while (!exit_) {
     bool established;
+    bool draining;
     {
       absl::MutexLock lock(&mu_);
       established = phase_ == Phase::kEstablished;
+      draining = draining_;
     }
-    const bool blocked = !blocked_.empty() || pending_batch_.has_value();
+    // What waits for POLLOUT. A pending batch does not while the broker is
+    // draining: DoWork() does not send batches then, and waiting for a
+    // POLLOUT that comes every turn would spin until the connection drops.
+    const bool blocked =
+        !blocked_.empty() || (pending_batch_.has_value() && !draining);
     const absl::Time now = absl::Now();
     absl::Time next =
         established
