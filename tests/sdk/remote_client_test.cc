@@ -594,17 +594,32 @@ void ConnectPublisher(const ScriptedBroker& broker, ClientOptions options,
   out->publisher.emplace(*std::move(publisher));
 }
 
+// The batches a ScriptedBroker has seen: counted on its thread, read by the
+// test's.
+class BatchCount {
+ public:
+  // Counts one more batch; returns how many have been seen.
+  int Next() {
+    absl::MutexLock lock(&mu_);
+    return ++seen_;
+  }
+  int seen() const {
+    absl::MutexLock lock(&mu_);
+    return seen_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  int seen_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 // Publishes "m<i>" for i in [first, last], each once the broker has seen
 // i - 1 batches, so that each message is a batch of its own.
-// `batches_seen` (guarded by `mu`) counts the batches the broker saw.
-void PublishOneBatchEach(Publisher& publisher, absl::Mutex& mu,
-                         const int& batches_seen, int first, int last) {
+void PublishOneBatchEach(Publisher& publisher, const BatchCount& batches,
+                         int first, int last) {
   for (int i = first; i <= last; ++i) {
     ASSERT_THAT(publisher.Publish("t", absl::StrCat("m", i)), IsOk());
-    ASSERT_TRUE(WaitFor([&] {
-      absl::MutexLock lock(&mu);
-      return batches_seen == i;
-    }));
+    ASSERT_TRUE(WaitFor([&] { return batches.seen() == i; }));
   }
 }
 
@@ -623,16 +638,11 @@ v1::Envelope AckOf(const v1::Envelope& publish, const Progress& progress) {
 // ZeroMQ had lost the first two with a broken connection. The cumulative Ack
 // must not count them as processed.
 TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
-  absl::Mutex mu;
-  int batches_seen = 0;  // Guarded by mu.
+  BatchCount batches;
   ScriptedBroker broker([&](const v1::Envelope& in,
                             const ScriptedBroker::Reply& reply,
                             Progress* progress) {
-    int seen;
-    {
-      absl::MutexLock lock(&mu);
-      seen = ++batches_seen;
-    }
+    const int seen = batches.Next();
     if (seen == 3) {
       // The third batch asks its Ack (it closes the window of 3).
       EXPECT_NE(in.request_id(), 0u);
@@ -647,8 +657,7 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
   ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, options, &c));
   auto& client = c.client;
   auto& publisher = c.publisher;
-  ASSERT_NO_FATAL_FAILURE(
-      PublishOneBatchEach(*publisher, mu, batches_seen, 1, 3));
+  ASSERT_NO_FATAL_FAILURE(PublishOneBatchEach(*publisher, batches, 1, 3));
   ASSERT_TRUE(WaitFor([&] { return client->Stats().batches_lost == 2; }));
   const ClientStats stats = client->Stats();
   EXPECT_EQ(stats.batches_sent, 3u);
@@ -667,17 +676,12 @@ TEST(RemoteClientTest, BatchesSkippedByALaterAckAreCountedLost) {
 // which also tells exactly how many of them never arrived. Here the broker
 // holds batch 1's Ack until batch 4, "loses" batch 2 and acknowledges 5.
 TEST(RemoteClientTest, BatchesSentWithoutAskingAnAckAreSettledByTheNextOne) {
-  absl::Mutex mu;
-  int batches_seen = 0;  // Guarded by mu.
-  v1::Envelope first;    // Broker thread only.
+  BatchCount batches;
+  v1::Envelope first;  // Broker thread only.
   ScriptedBroker broker([&](const v1::Envelope& in,
                             const ScriptedBroker::Reply& reply,
                             Progress* progress) {
-    int seen;
-    {
-      absl::MutexLock lock(&mu);
-      seen = ++batches_seen;
-    }
+    const int seen = batches.Next();
     const bool asks = in.request_id() != 0;
     // Batches 1 and 5 ask (no Ack awaited when sent); 2 to 4 do not.
     EXPECT_EQ(asks, seen == 1 || seen == 5) << "batch " << seen;
@@ -690,8 +694,7 @@ TEST(RemoteClientTest, BatchesSentWithoutAskingAnAckAreSettledByTheNextOne) {
   ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
   auto& client = c.client;
   auto& publisher = c.publisher;
-  ASSERT_NO_FATAL_FAILURE(
-      PublishOneBatchEach(*publisher, mu, batches_seen, 1, 4));
+  ASSERT_NO_FATAL_FAILURE(PublishOneBatchEach(*publisher, batches, 1, 4));
   // Batch 1's Ack settles batch 1 alone.
   ASSERT_TRUE(WaitFor([&] { return client->Stats().batches_acked == 1; }));
   ASSERT_THAT(publisher->Publish("t", "m5"), IsOk());
@@ -709,9 +712,8 @@ TEST(RemoteClientTest, BatchesSentWithoutAskingAnAckAreSettledByTheNextOne) {
 // Ack, even one sent while another Ack is awaited, and each Ack settles its
 // own batch. The broker holds batch 1's Ack until batch 2 is in.
 TEST(RemoteClientTest, AServerWithoutPublishProgressGetsAnAckAskedPerBatch) {
-  absl::Mutex mu;
-  int batches_seen = 0;  // Guarded by mu.
-  v1::Envelope first;    // Broker thread only.
+  BatchCount batches;
+  v1::Envelope first;  // Broker thread only.
   auto ack_of = [](const v1::Envelope& in) {
     v1::Envelope ack;  // No progress fields.
     ack.set_request_id(in.request_id());
@@ -721,11 +723,7 @@ TEST(RemoteClientTest, AServerWithoutPublishProgressGetsAnAckAskedPerBatch) {
   ScriptedBroker broker(
       [&](const v1::Envelope& in, const ScriptedBroker::Reply& reply,
           Progress*) {
-        int seen;
-        {
-          absl::MutexLock lock(&mu);
-          seen = ++batches_seen;
-        }
+        const int seen = batches.Next();
         EXPECT_NE(in.request_id(), 0u) << "batch " << seen;
         if (seen == 1) {
           first = in;
@@ -737,8 +735,7 @@ TEST(RemoteClientTest, AServerWithoutPublishProgressGetsAnAckAskedPerBatch) {
       /*publish_progress=*/false);
   ScriptedClient c;
   ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
-  ASSERT_NO_FATAL_FAILURE(
-      PublishOneBatchEach(*c.publisher, mu, batches_seen, 1, 3));
+  ASSERT_NO_FATAL_FAILURE(PublishOneBatchEach(*c.publisher, batches, 1, 3));
   ASSERT_THAT(c.client->Flush(absl::Now() + kWait), IsOk());
   const ClientStats stats = c.client->Stats();
   EXPECT_EQ(stats.batches_sent, 3u);

@@ -225,6 +225,17 @@ class ServerTest : public ::testing::Test {
     return std::make_unique<RawClient>(context_, server_->sdk_endpoint());
   }
 
+  // A plain SUB on the subscribe endpoint, subscribed to `prefix`, whose
+  // receives time out after 10 ms.
+  zmq::socket_t PlainSub(const std::string& prefix) {
+    zmq::socket_t sub(context_, zmq::socket_type::sub);
+    sub.set(zmq::sockopt::linger, 0);
+    sub.set(zmq::sockopt::subscribe, prefix);
+    sub.set(zmq::sockopt::rcvtimeo, 10);
+    sub.connect(server_->subscribe_endpoint());
+    return sub;
+  }
+
   // An in-process kBlock subscription to "blk.t" with room for one message.
   absl::StatusOr<Subscription> BlockQueueOfOne(absl::Duration block_timeout) {
     SubscriptionOptions options;
@@ -865,11 +876,7 @@ TEST_F(ServerTest, PlainPubIntoXsubReachesSubscribers) {
 }
 
 TEST_F(ServerTest, PlainSubFromXpubReceivesByPrefix) {
-  zmq::socket_t sub(context_, zmq::socket_type::sub);
-  sub.set(zmq::sockopt::linger, 0);
-  sub.set(zmq::sockopt::subscribe, "orders.");
-  sub.set(zmq::sockopt::rcvtimeo, 10);
-  sub.connect(server_->subscribe_endpoint());
+  zmq::socket_t sub = PlainSub("orders.");
   std::vector<zmq::message_t> frames;
   for (int i = 0; i < 3000 && frames.empty(); ++i) {
     ASSERT_THAT(broker_->Publish("payments.x", "not for it"), IsOk());
@@ -998,11 +1005,7 @@ TEST_F(ServerTest, AStalledPlainSubscriberCostsNoSpinAndLosesNothingUncounted) {
 // A message published over the SDK endpoint reaches a plain SUB too, as
 // one published in-process does.
 TEST_F(ServerTest, PlainSubReceivesWhatAnSdkClientPublishes) {
-  zmq::socket_t sub(context_, zmq::socket_type::sub);
-  sub.set(zmq::sockopt::linger, 0);
-  sub.set(zmq::sockopt::subscribe, "orders.");
-  sub.set(zmq::sockopt::rcvtimeo, 10);
-  sub.connect(server_->subscribe_endpoint());
+  zmq::socket_t sub = PlainSub("orders.");
   auto pub = Connect();
   pub->Hello("publisher-000001");
   std::vector<zmq::message_t> frames;
