@@ -283,6 +283,7 @@ class Server::Impl {
   void Shutdown();
   void SendGoodbyes();
   void NotifyReady(uint64_t key);
+  bool plain_blocked() const { return plain_backoff_ > absl::ZeroDuration(); }
 
   Broker* const broker_;
   internal::BrokerCore& core_;
@@ -321,11 +322,10 @@ class Server::Impl {
   // from it but not yet sent (XPUB_NODROP back-pressure).
   Subscription plain_feed_;
   std::deque<Delivery> plain_pending_;
-  // The XPUB refused plain_pending_'s head (a SUB's pipe is full): it is
-  // tried again at plain_retry_at_, with a backoff that doubles up to
-  // kPlainRetryMax while the pipe stays full. XPUB reports POLLOUT even
+  // Nonzero while the XPUB refuses plain_pending_'s head (a SUB's pipe is
+  // full): it is tried again at plain_retry_at_, and the backoff doubles up
+  // to kPlainRetryMax while the pipe stays full. XPUB reports POLLOUT even
   // then, so waiting for POLLOUT would spin.
-  bool plain_blocked_ = false;
   absl::Duration plain_backoff_ = absl::ZeroDuration();
   absl::Time plain_retry_at_ = absl::InfinitePast();
   // Scratch reused by every call on the I/O thread, so that the hot paths
@@ -513,12 +513,12 @@ void Server::Impl::Loop() {
     // A plain feed held back by a full SUB pipe is not work to do now: it
     // waits for its retry time.
     const size_t waiting =
-        plain_blocked_ && ready_.contains(kPlainFeedKey) ? 1 : 0;
+        plain_blocked() && ready_.contains(kPlainFeedKey) ? 1 : 0;
     const bool busy = ready_.size() > waiting;
     // A blocked publish is retried every millisecond (ZeroMQ's poll
     // resolution) until its queue has room or its block_timeout passes.
     int idle_ms = blocked_sessions_.empty() ? 50 : 1;
-    if (plain_blocked_) {
+    if (plain_blocked()) {
       const int64_t until_retry = absl::ToInt64Milliseconds(
           absl::Ceil(plain_retry_at_ - absl::Now(), absl::Milliseconds(1)));
       idle_ms = static_cast<int>(
@@ -1374,7 +1374,7 @@ void Server::Impl::HandlePlainPublish() {
 }
 
 void Server::Impl::FeedPlainSubscribers() {
-  if (plain_blocked_ && absl::Now() < plain_retry_at_) return;
+  if (plain_blocked() && absl::Now() < plain_retry_at_) return;
   size_t budget = kTurnBudget;
   while (budget > 0) {
     if (plain_pending_.empty()) {
@@ -1401,13 +1401,11 @@ void Server::Impl::FeedPlainSubscribers() {
       zmq::message_t topic(d.topic().data(), d.topic().size());
       if (!xpub_->send(topic,
                        zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
-        plain_blocked_ = true;
         plain_backoff_ =
             std::clamp(2 * plain_backoff_, kPlainRetryMin, kPlainRetryMax);
         plain_retry_at_ = absl::Now() + plain_backoff_;
         return;
       }
-      plain_blocked_ = false;
       plain_backoff_ = absl::ZeroDuration();
       (void)xpub_->send(PayloadFrame(d.message()), zmq::send_flags::none);
     } catch (const zmq::error_t&) {
