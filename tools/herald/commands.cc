@@ -44,6 +44,9 @@ constexpr char kUsage[] =
     "its flags.\n"
     "Exit status: 0 success, 1 broker or connection error, 2 bad usage.\n";
 
+constexpr char kNoCommand[] =
+    "no command: one of pub, sub, stats, bench (see herald help)";
+
 // Prints `command`'s usage line and flags on io.out.
 int PrintHelp(const Io& io, absl::string_view synopsis, const FlagSet& flags) {
   *io.out << "usage: herald " << synopsis << "\n\nflags:\n" << flags.Usage();
@@ -95,9 +98,7 @@ int Run(absl::Span<const std::string> args, const Io& io) {
   // Commands block on absl::Mutex (TSAN: see thread_identity.h).
   internal::EnsureThreadIdentity();
   if (args.empty()) {
-    return UsageError(io,
-                      "no command: one of pub, sub, stats, bench (see herald "
-                      "help)");
+    return UsageError(io, kNoCommand);
   }
   if (args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
     // `herald help pub` is `herald pub --help`.
@@ -129,9 +130,7 @@ int Run(absl::Span<const std::string> args, const Io& io) {
       ++i;
     }
     if (i == args.size()) {
-      return UsageError(io,
-                        "no command: one of pub, sub, stats, bench (see "
-                        "herald help)");
+      return UsageError(io, kNoCommand);
     }
     std::vector<std::string> reordered(args.begin() + i, args.end());
     reordered.insert(reordered.end(), leading.begin(), leading.end());
