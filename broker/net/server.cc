@@ -148,6 +148,7 @@ struct Counters {
   std::atomic<uint64_t> plain_delivered{0};
   std::atomic<uint64_t> send_failures{0};
   std::atomic<uint64_t> remote_subscriptions{0};
+  std::atomic<uint64_t> plain_prefixes{0};
   std::atomic<uint64_t> deliveries_lost{0};
   std::atomic<uint64_t> sessions_detached{0};
   std::atomic<uint64_t> publishes_deferred{0};
@@ -279,6 +280,10 @@ class Server::Impl {
   bool DrainSub(Session& s, RemoteSub& rs);
   // The plain endpoints.
   void HandlePlainPublish();
+  // Reads the SUBs' subscription messages from the XPUB (which applies
+  // them itself) and keeps the feed subscription open exactly while some
+  // SUB subscribes to something.
+  void HandlePlainSubscriptions();
   void FeedPlainSubscribers();
   void Shutdown();
   void SendGoodbyes();
@@ -318,8 +323,14 @@ class Server::Impl {
   bool goodbye_sent_ = false;
   absl::Time linger_until_ = absl::InfiniteFuture();
   absl::Time next_sweep_ = absl::InfinitePast();
-  // The plain subscribe endpoint: its core subscription and what is popped
-  // from it but not yet sent (XPUB_NODROP back-pressure).
+  // The prefixes the plain SUBs subscribe to. The XPUB reports a prefix
+  // when its first SUB subscribes and when its last one unsubscribes or
+  // leaves, so this set holds the prefixes some SUB has.
+  absl::flat_hash_set<std::string> plain_prefixes_;
+  // The plain subscribe endpoint: its core subscription, open while
+  // plain_prefixes_ is not empty (so that with no SUB a publish nobody else
+  // wants is unmatched), and what is popped from it but not yet sent
+  // (XPUB_NODROP back-pressure).
   Subscription plain_feed_;
   std::deque<Delivery> plain_pending_;
   // Nonzero while the XPUB refuses plain_pending_'s head (a SUB's pipe is
@@ -441,14 +452,8 @@ absl::Status Server::Impl::Bind(std::string* sdk, std::string* pub,
       xpub_->set(zmq::sockopt::xpub_nodrop, 1);
       HERALD_RETURN_IF_ERROR(
           bind(*xpub_, options_.subscribe_endpoint, "subscribe", sub));
-      SubscriptionOptions feed;
-      feed.queue_capacity = options_.plain_queue_capacity;
-      feed.overflow = OverflowPolicy::kDropNewest;
-      feed.name = "plain subscribe endpoint";
-      auto s = core_.Subscribe(">", feed, nullptr,
-                               [this] { NotifyReady(kPlainFeedKey); });
-      if (!s.ok()) return s.status();
-      plain_feed_ = std::move(*s);
+      // The feed subscription follows the SUBs' subscriptions (see
+      // HandlePlainSubscriptions()).
     }
   } catch (const zmq::error_t& e) {
     return absl::UnavailableError(absl::StrCat("server: ", e.what()));
@@ -556,13 +561,7 @@ void Server::Impl::Loop() {
       frames_.clear();  // Releases the last message's frames now.
     }
     if (xsub_index >= 0) HandlePlainPublish();
-    if (xpub_index >= 0) {
-      // Plain SUB peers' subscription messages: read and let XPUB apply them.
-      for (int i = 0; i < kReceiveBudget; ++i) {
-        zmq::message_t m;
-        if (!xpub_->recv(m, zmq::recv_flags::dontwait)) break;
-      }
-    }
+    if (xpub_index >= 0) HandlePlainSubscriptions();
     if (monitor_index >= 0) {
       for (int i = 0; i < kReceiveBudget; ++i) {
         zmq::message_t event;
@@ -1373,6 +1372,50 @@ void Server::Impl::HandlePlainPublish() {
   }
 }
 
+void Server::Impl::HandlePlainSubscriptions() {
+  bool changed = false;
+  for (int i = 0; i < kReceiveBudget; ++i) {
+    zmq::message_t m;
+    try {
+      if (!xpub_->recv(m, zmq::recv_flags::dontwait)) break;
+    } catch (const zmq::error_t&) {
+      break;
+    }
+    // [1][prefix] subscribes, [0][prefix] unsubscribes; anything else a
+    // peer sends is not ours to act on.
+    const absl::string_view data = View(m);
+    if (data.empty() || m.more() || (data[0] != 0 && data[0] != 1)) continue;
+    const std::string prefix(data.substr(1));
+    if (data[0] == 1) {
+      changed |= plain_prefixes_.insert(prefix).second;
+    } else {
+      changed |= plain_prefixes_.erase(prefix) > 0;
+    }
+  }
+  if (!changed) return;
+  if (plain_prefixes_.empty() && plain_feed_.valid()) {
+    // The last SUB is gone. What the feed still queues counts as abandoned
+    // in its totals, which stay in the broker's stats; what was already
+    // taken from it goes out (the XPUB discards it).
+    (void)plain_feed_.Close();
+    plain_feed_ = Subscription();
+    ready_.erase(kPlainFeedKey);
+  } else if (!plain_prefixes_.empty() && !plain_feed_.valid()) {
+    SubscriptionOptions feed;
+    feed.queue_capacity = options_.plain_queue_capacity;
+    feed.overflow = OverflowPolicy::kDropNewest;
+    feed.name = "plain subscribe endpoint";
+    absl::StatusOr<Subscription> s = core_.Subscribe(
+        ">", feed, nullptr, [this] { NotifyReady(kPlainFeedKey); });
+    // Refused only once the broker shuts down: nothing to feed then.
+    if (s.ok()) plain_feed_ = std::move(*s);
+  }
+  // After the feed changed, so that a reader who sees the count sees the
+  // feed that goes with it.
+  counters_.plain_prefixes.store(plain_prefixes_.size(),
+                                 std::memory_order_relaxed);
+}
+
 void Server::Impl::FeedPlainSubscribers() {
   if (plain_blocked() && absl::Now() < plain_retry_at_) return;
   size_t budget = kTurnBudget;
@@ -1485,6 +1528,7 @@ v1::ServerStats Server::Impl::Stats() const {
   out.set_plain_delivered(Read(c.plain_delivered));
   out.set_send_failures(Read(c.send_failures));
   out.set_remote_subscriptions(Read(c.remote_subscriptions));
+  out.set_plain_prefixes(Read(c.plain_prefixes));
   out.set_deliveries_lost(Read(c.deliveries_lost));
   out.set_sessions_detached(Read(c.sessions_detached));
   out.set_publishes_deferred(Read(c.publishes_deferred));

@@ -370,6 +370,10 @@ void WriteServer(const v1::ServerStats& s, Exposition& e) {
        "Messages refused on the plain (XSUB) endpoint.", s.plain_refused()},
       {"herald_server_plain_delivered_total", kCounter,
        "Messages sent on the plain (XPUB) endpoint.", s.plain_delivered()},
+      {"herald_server_plain_prefixes", kGauge,
+       "Distinct topic prefixes the plain (XPUB) endpoint's SUBs subscribe "
+       "to now.",
+       s.plain_prefixes()},
   };
   for (const Scalar& m : after_refusals) {
     e.Family(m.name, m.type, m.help);

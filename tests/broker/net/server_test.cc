@@ -236,6 +236,28 @@ class ServerTest : public ::testing::Test {
     return sub;
   }
 
+  // Publishes to `topic` in-process until the plain SUB `sub` receives a
+  // message (the slow joiner: its subscription has reached the server);
+  // false if none came in 3,000 tries.
+  bool PublishUntilReceived(zmq::socket_t& sub, const std::string& topic) {
+    for (int i = 0; i < 3000; ++i) {
+      if (!broker_->Publish(topic, "warm-up").ok()) return false;
+      std::vector<zmq::message_t> frames;
+      if (zmq::recv_multipart(sub, std::back_inserter(frames))) return true;
+    }
+    return false;
+  }
+
+  // The broker's stats of the subscribe endpoint's feed subscription, if
+  // it is open.
+  std::optional<v1::SubscriptionStats> PlainFeed() {
+    const v1::BrokerStats stats = broker_->Stats();
+    for (const v1::SubscriptionStats& s : stats.subscriptions()) {
+      if (s.name() == "plain subscribe endpoint") return s;
+    }
+    return std::nullopt;
+  }
+
   // An in-process kBlock subscription to "blk.t" with room for one message.
   absl::StatusOr<Subscription> BlockQueueOfOne(absl::Duration block_timeout) {
     SubscriptionOptions options;
@@ -888,6 +910,74 @@ TEST_F(ServerTest, PlainSubFromXpubReceivesByPrefix) {
   EXPECT_EQ(frames[1].to_string(), "for it");
 }
 
+// With no plain SUB the subscribe endpoint wants nothing: a publish no one
+// else wants is unmatched and not counted as sent. The feed subscription
+// opens with the first SUB's subscription and closes when the last SUB
+// leaves, and a new SUB opens a new one.
+TEST_F(ServerTest, ThePlainFeedIsOpenExactlyWhileSomeSubSubscribes) {
+  absl::StatusOr<PublishResult> r = broker_->Publish("orders.eu", "nobody");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->matched, 0u);
+  EXPECT_EQ(broker_->Stats().published_unmatched(), 1u);
+  EXPECT_FALSE(PlainFeed().has_value());
+  EXPECT_EQ(server_->Stats().plain_prefixes(), 0u);
+  {
+    zmq::socket_t first = PlainSub("orders.");
+    zmq::socket_t second = PlainSub("orders.");
+    ASSERT_TRUE(PublishUntilReceived(first, "orders.eu"));
+    ASSERT_TRUE(PublishUntilReceived(second, "orders.eu"));
+    const std::optional<v1::SubscriptionStats> feed = PlainFeed();
+    ASSERT_TRUE(feed.has_value());
+    EXPECT_EQ(feed->pattern(), ">");
+    EXPECT_EQ(server_->Stats().plain_prefixes(), 1u);
+    r = broker_->Publish("payments.eu", "no SUB wants it, the feed does");
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->matched, 1u);
+  }  // Both SUBs leave.
+  EXPECT_TRUE(WaitFor([&] { return !PlainFeed().has_value(); }));
+  EXPECT_EQ(server_->Stats().plain_prefixes(), 0u);
+  const uint64_t unmatched = broker_->Stats().published_unmatched();
+  r = broker_->Publish("orders.eu", "nobody again");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->matched, 0u);
+  EXPECT_EQ(broker_->Stats().published_unmatched(), unmatched + 1);
+  // Every message the closed feed took was sent on or is in its totals.
+  const v1::BrokerStats stats = broker_->Stats();
+  EXPECT_EQ(stats.closed_matched(), stats.closed_delivered() +
+                                        stats.closed_abandoned() +
+                                        stats.closed_dropped().queue_full());
+
+  zmq::socket_t third = PlainSub("orders.");
+  ASSERT_TRUE(PublishUntilReceived(third, "orders.eu"));
+  EXPECT_TRUE(PlainFeed().has_value());
+}
+
+// The XPUB reports a prefix's unsubscribe only when no SUB keeps it: the
+// feed stays open while one SUB still subscribes to anything.
+TEST_F(ServerTest, ThePlainFeedStaysOpenWhileAnyPrefixIsSubscribed) {
+  zmq::socket_t sub = PlainSub("orders.");
+  zmq::socket_t other = PlainSub("orders.");
+  sub.set(zmq::sockopt::subscribe, "payments.");
+  ASSERT_TRUE(PublishUntilReceived(sub, "payments.x"));
+  ASSERT_TRUE(PublishUntilReceived(other, "orders.x"));
+  ASSERT_TRUE(WaitFor([&] { return server_->Stats().plain_prefixes() == 2; }));
+  const std::optional<v1::SubscriptionStats> feed = PlainFeed();
+  ASSERT_TRUE(feed.has_value());
+
+  // "orders." stays (the other SUB has it); "payments." goes.
+  sub.set(zmq::sockopt::unsubscribe, "orders.");
+  sub.set(zmq::sockopt::unsubscribe, "payments.");
+  ASSERT_TRUE(WaitFor([&] { return server_->Stats().plain_prefixes() == 1; }));
+  std::optional<v1::SubscriptionStats> now = PlainFeed();
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->id(), feed->id());
+  ASSERT_TRUE(PublishUntilReceived(other, "orders.x"));
+
+  other.close();
+  EXPECT_TRUE(WaitFor([&] { return server_->Stats().plain_prefixes() == 0; }));
+  EXPECT_FALSE(PlainFeed().has_value());
+}
+
 // Nanoseconds the thread named `name` in this process has spent on a CPU
 // (/proc/self/task/*/schedstat); -1 if there is no such thread.
 int64_t ThreadCpuNanos(absl::string_view name) {
@@ -921,9 +1011,9 @@ TEST_F(ServerTest, AStalledPlainSubscriberCostsNoSpinAndLosesNothingUncounted) {
   sub.set(zmq::sockopt::rcvtimeo, 10);
   sub.set(zmq::sockopt::subscribe, "stall.");
   sub.connect(server_->subscribe_endpoint());
-  // Slow joiner: publish until the first message arrives. The XPUB
-  // discarded the ones before it, which no subscription had asked for yet
-  // (the server counts them as sent: it cannot know).
+  // Slow joiner: publish until the first message arrives. The ones before
+  // it found no feed subscription (none opens before the SUB's
+  // subscription reaches the server): unmatched.
   uint64_t published = 0;
   uint64_t received = 0;
   uint64_t before_join = 0;
@@ -941,12 +1031,9 @@ TEST_F(ServerTest, AStalledPlainSubscriberCostsNoSpinAndLosesNothingUncounted) {
   ASSERT_EQ(received, 1u);
 
   auto feed = [&] {
-    const v1::BrokerStats stats = broker_->Stats();
-    for (const v1::SubscriptionStats& s : stats.subscriptions()) {
-      if (s.name() == "plain subscribe endpoint") return s;
-    }
-    ADD_FAILURE() << "no plain feed subscription";
-    return v1::SubscriptionStats();
+    std::optional<v1::SubscriptionStats> s = PlainFeed();
+    if (!s.has_value()) ADD_FAILURE() << "no plain feed subscription";
+    return s.value_or(v1::SubscriptionStats());
   };
   // The SUB stops reading. Messages of 16 KiB go out in steps of 32 (half
   // the feed's queue), each once the server has taken the last step from
@@ -996,10 +1083,11 @@ TEST_F(ServerTest, AStalledPlainSubscriberCostsNoSpinAndLosesNothingUncounted) {
     ++received;
   }
   EXPECT_EQ(received, expected) << dropped << " dropped of " << published;
-  EXPECT_TRUE(WaitFor([&] {
-    return server_->Stats().plain_delivered() == expected + before_join;
-  }));
+  EXPECT_TRUE(
+      WaitFor([&] { return server_->Stats().plain_delivered() == expected; }));
   EXPECT_EQ(feed_dropped(), dropped);
+  EXPECT_EQ(feed().matched(), published - before_join);
+  EXPECT_EQ(broker_->Stats().published_unmatched(), before_join);
 }
 
 // A message published over the SDK endpoint reaches a plain SUB too, as
