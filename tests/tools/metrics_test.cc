@@ -415,6 +415,21 @@ TEST_F(MetricsServerTest, ReportsBoundHostPortAndUrl) {
             absl::StrCat("http://127.0.0.1:", (*metrics)->port()));
 }
 
+// ":port" listens on every IPv4 interface, as a Prometheus exporter's
+// address does.
+TEST_F(MetricsServerTest, AnAddressWithoutHostListensOnEveryInterface) {
+  absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
+      MetricsServer::Start(":0", BrokerOnly());
+  ASSERT_THAT(metrics, IsOk());
+  EXPECT_EQ((*metrics)->host(), "0.0.0.0");
+  EXPECT_GT((*metrics)->port(), 0);
+
+  httplib::Client client("127.0.0.1", (*metrics)->port());
+  const httplib::Result result = client.Get("/metrics");
+  ASSERT_TRUE(result) << httplib::to_string(result.error());
+  EXPECT_EQ(result->status, 200);
+}
+
 TEST_F(MetricsServerTest, RefusesMalformedAddresses) {
   struct Case {
     absl::string_view address;
@@ -423,7 +438,7 @@ TEST_F(MetricsServerTest, RefusesMalformedAddresses) {
       {""},
       {"127.0.0.1"},
       {"127.0.0.1:"},
-      {":9464"},
+      {":"},
       {"127.0.0.1:65536"},
       {"127.0.0.1:x"},
       {"127.0.0.1:-1"},

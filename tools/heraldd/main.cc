@@ -105,8 +105,9 @@ ABSL_FLAG(absl::Duration, linger, herald::net::ServerOptions().linger,
 
 // Metrics and shutdown.
 ABSL_FLAG(std::string, metrics_addr, "",
-          "host:port for HTTP /metrics (Prometheus) and /statsz (JSON); port 0 "
-          "lets the OS choose. Empty: off.");
+          "host:port for HTTP /metrics (Prometheus) and /statsz (JSON); "
+          ":port listens on every IPv4 interface, port 0 lets the OS choose. "
+          "Empty: off.");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(2),
           "At shutdown, how long subscribers may drain their queues (within "
           "--stop_timeout). >= 0.");

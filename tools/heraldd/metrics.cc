@@ -383,6 +383,8 @@ void WriteServer(const v1::ServerStats& s, Exposition& e) {
 
 // ----------------------------------------------------------------- address
 
+constexpr absl::string_view kAnyHost = "0.0.0.0";
+
 struct HostPort {
   std::string host;  // Without brackets.
   int port = 0;
@@ -404,6 +406,7 @@ absl::StatusOr<HostPort> ParseAddress(absl::string_view address) {
       return bad("expected host:port");
     }
     port = rest.substr(1);
+    if (host.empty()) return bad("empty host");
   } else {
     const size_t colon = address.rfind(':');
     if (colon == absl::string_view::npos) return bad("expected host:port");
@@ -412,8 +415,9 @@ absl::StatusOr<HostPort> ParseAddress(absl::string_view address) {
     if (host.find(':') != absl::string_view::npos) {
       return bad("an IPv6 host goes in brackets, [::1]:port");
     }
+    // ":port", as Prometheus exporters take it: every IPv4 interface.
+    if (host.empty()) host = kAnyHost;
   }
-  if (host.empty()) return bad("empty host");
   int port_number = 0;
   if (port.empty() ||
       port.find_first_not_of("0123456789") != absl::string_view::npos ||
