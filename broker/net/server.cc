@@ -1544,6 +1544,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Broker* broker,
     return absl::InvalidArgumentError("server: the broker is null");
   }
   HERALD_RETURN_IF_ERROR(ValidateOptions(options));
+  // The feed opens later, when a SUB subscribes: refuse now what it would.
+  const size_t max_capacity = broker->options().max_queue_capacity;
+  if (!options.subscribe_endpoint.empty() &&
+      options.plain_queue_capacity > max_capacity) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server: plain_queue_capacity ", options.plain_queue_capacity,
+        " must be <= the broker's max_queue_capacity ", max_capacity));
+  }
   // A fresh random epoch per server start: a client that sees it change
   // knows its subscriptions are gone.
   absl::BitGen gen;

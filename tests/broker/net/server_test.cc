@@ -294,6 +294,58 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<Server> server_;
 };
 
+TEST(ServerStartTest, RefusesBadOptionsWithAClearError) {
+  absl::StatusOr<std::unique_ptr<Broker>> broker = Broker::Create();
+  ASSERT_THAT(broker, IsOk());
+  auto with = [](auto change) {
+    ServerOptions o;
+    o.sdk_endpoint = "tcp://127.0.0.1:*";
+    o.publish_endpoint = "tcp://127.0.0.1:*";
+    o.subscribe_endpoint = "tcp://127.0.0.1:*";
+    change(o);
+    return o;
+  };
+  struct Case {
+    ServerOptions options;
+    absl::StatusCode code;
+    std::string says;
+  };
+  const Case cases[] = {
+      {with([](ServerOptions& o) {
+         o.sdk_endpoint = o.publish_endpoint = o.subscribe_endpoint = "";
+       }),
+       absl::StatusCode::kInvalidArgument, "every endpoint is empty"},
+      {with([](ServerOptions& o) { o.max_clients = 0; }),
+       absl::StatusCode::kInvalidArgument, "must be > 0"},
+      {with([](ServerOptions& o) { o.max_credit = 0; }),
+       absl::StatusCode::kInvalidArgument, "must be > 0"},
+      {with([](ServerOptions& o) { o.plain_queue_capacity = 0; }),
+       absl::StatusCode::kInvalidArgument, "must be > 0"},
+      {with([](ServerOptions& o) { o.session_ttl = absl::ZeroDuration(); }),
+       absl::StatusCode::kInvalidArgument, "session_ttl"},
+      {with([&](ServerOptions& o) {
+         o.plain_queue_capacity = (*broker)->options().max_queue_capacity + 1;
+       }),
+       absl::StatusCode::kInvalidArgument, "max_queue_capacity"},
+      {with([](ServerOptions& o) { o.subscribe_endpoint = "nonsense"; }),
+       absl::StatusCode::kUnavailable, "subscribe"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_THAT(Server::Start(broker->get(), c.options),
+                StatusIs(c.code, HasSubstr(c.says)))
+        << c.says;
+  }
+  EXPECT_THAT(Server::Start(nullptr, with([](ServerOptions&) {})),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  // Without the subscribe endpoint there is no feed to size.
+  EXPECT_THAT(Server::Start(broker->get(), with([&](ServerOptions& o) {
+                              o.subscribe_endpoint = "";
+                              o.plain_queue_capacity =
+                                  (*broker)->options().max_queue_capacity + 1;
+                            })),
+              IsOk());
+}
+
 TEST_F(ServerTest, BindsOsChosenPortsAndReportsThem) {
   EXPECT_THAT(server_->sdk_endpoint(), HasSubstr("tcp://127.0.0.1:"));
   EXPECT_NE(server_->sdk_endpoint(), "tcp://127.0.0.1:*");
