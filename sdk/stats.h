@@ -113,6 +113,8 @@ struct ClientStats {
   // Sessions re-established after the first (Goodbye, or the broker silent
   // past the liveness timeout).
   uint64_t reconnects = 0;
+  // Heartbeat Pings sent. The Pings that Flush() and the settling of
+  // unacknowledged batches send are not heartbeats and not counted here.
   uint64_t pings_sent = 0;
   // Error messages from the broker, all kinds.
   uint64_t errors_received = 0;
