@@ -45,9 +45,13 @@ enum class PublishDrop {
                         // Close()'s deadline passed.
   kBrokerRefused = 2,   // The broker refused it (an Error for its entry;
                         // ClientOptions::on_error is told).
-  kLost = 3,            // Sent in a batch that never reached the broker:
+  kLost = 3,            // Sent in a batch the broker never confirmed:
                         // unacknowledged when the broker restarted (a new
                         // epoch), or when a later batch was acknowledged.
+                        // A broker that went away between processing a
+                        // batch and acknowledging it may have published
+                        // it: counted here all the same, since no one can
+                        // tell (at most once, never silently).
 };
 inline constexpr size_t kPublishDropCount = 4;
 
