@@ -182,7 +182,8 @@ std::string StatsText(const v1::BrokerStats& b, const v1::ServerStats* server) {
                     ", no_session: ", s.no_session(), "\n");
     absl::StrAppend(&out, "plain endpoints: published: ", s.plain_published(),
                     ", refused: ", s.plain_refused(),
-                    ", delivered: ", s.plain_delivered(), "\n");
+                    ", delivered: ", s.plain_delivered(),
+                    ", SUB prefixes: ", s.plain_prefixes(), "\n");
   }
   if (b.shut_down()) out += "state: shut down\n";
 
