@@ -110,6 +110,12 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
   v1::BrokerStats Stats() const;
   v1::BrokerStats Shutdown(absl::Time drain_deadline);
 
+  // What Subscribe() would refuse in these arguments (kInvalidArgument),
+  // for a caller that subscribes later and must not fail then.
+  absl::Status CheckSubscribe(absl::string_view pattern,
+                              const SubscriptionOptions& options,
+                              bool callback) const;
+
  private:
   // The last step of closing `state` once no publisher can reach it: its
   // totals freeze and move to the broker's closed totals.
@@ -132,9 +138,6 @@ class BrokerCore : public std::enable_shared_from_this<BrokerCore> {
                                 absl::string_view payload,
                                 const Headers& headers, bool allow_reserved,
                                 bool topic_known);
-  absl::Status CheckSubscribe(absl::string_view pattern,
-                              const SubscriptionOptions& options,
-                              bool callback) const;
   // Gives one message to every target of `list`. REQUIRES: pinned. With
   // `deferred`, a full kBlock queue defers its push into it (PushOrDefer());
   // without, it drops at once. `publish_time` as in PublishFlags.

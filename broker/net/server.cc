@@ -83,6 +83,18 @@ google::protobuf::ArenaOptions InArenaOptions(
   return options;
 }
 
+// The plain subscribe endpoint's feed subscription.
+SubscriptionOptions PlainFeedOptions(const ServerOptions& o,
+                                     const BrokerOptions& broker) {
+  SubscriptionOptions feed;
+  feed.queue_capacity = o.plain_queue_capacity;
+  feed.overflow = OverflowPolicy::kDropNewest;
+  // Unused by kDropNewest, but checked against the broker's limit.
+  feed.block_timeout = std::min(feed.block_timeout, broker.max_block_timeout);
+  feed.name = "plain subscribe endpoint";
+  return feed;
+}
+
 absl::Status ValidateOptions(const ServerOptions& o) {
   if (o.sdk_endpoint.empty() && o.publish_endpoint.empty() &&
       o.subscribe_endpoint.empty()) {
@@ -97,6 +109,9 @@ absl::Status ValidateOptions(const ServerOptions& o) {
   }
   if (o.session_ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("server: session_ttl must be > 0");
+  }
+  if (o.plain_feed_linger < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("server: plain_feed_linger must be >= 0");
   }
   return absl::OkStatus();
 }
@@ -149,6 +164,7 @@ struct Counters {
   std::atomic<uint64_t> send_failures{0};
   std::atomic<uint64_t> remote_subscriptions{0};
   std::atomic<uint64_t> plain_prefixes{0};
+  std::atomic<uint64_t> plain_abandoned{0};
   std::atomic<uint64_t> deliveries_lost{0};
   std::atomic<uint64_t> sessions_detached{0};
   std::atomic<uint64_t> publishes_deferred{0};
@@ -281,9 +297,11 @@ class Server::Impl {
   // The plain endpoints.
   void HandlePlainPublish();
   // Reads the SUBs' subscription messages from the XPUB (which applies
-  // them itself) and keeps the feed subscription open exactly while some
-  // SUB subscribes to something.
+  // them itself): the feed subscription opens when the first prefix comes
+  // and MaybeClosePlainFeed() closes it plain_feed_linger after the last
+  // one went.
   void HandlePlainSubscriptions();
+  void MaybeClosePlainFeed();
   void FeedPlainSubscribers();
   void Shutdown();
   void SendGoodbyes();
@@ -328,10 +346,12 @@ class Server::Impl {
   // leaves, so this set holds the prefixes some SUB has.
   absl::flat_hash_set<std::string> plain_prefixes_;
   // The plain subscribe endpoint: its core subscription, open while
-  // plain_prefixes_ is not empty (so that with no SUB a publish nobody else
-  // wants is unmatched), and what is popped from it but not yet sent
+  // plain_prefixes_ is not empty and for plain_feed_linger after (so that
+  // with no SUB a publish nobody else wants is unmatched), when it closes
+  // (InfiniteFuture: not due), and what is popped from it but not yet sent
   // (XPUB_NODROP back-pressure).
   Subscription plain_feed_;
+  absl::Time plain_feed_close_at_ = absl::InfiniteFuture();
   std::deque<Delivery> plain_pending_;
   // Nonzero while the XPUB refuses plain_pending_'s head (a SUB's pipe is
   // full): it is tried again at plain_retry_at_, and the backoff doubles up
@@ -578,7 +598,10 @@ void Server::Impl::Loop() {
     }
     ServeBlocked();
     DrainReady();
-    if (xpub_index >= 0) FeedPlainSubscribers();
+    if (xpub_index >= 0) {
+      FeedPlainSubscribers();
+      MaybeClosePlainFeed();
+    }
     ExpireSessions();
   }
   Shutdown();
@@ -1393,27 +1416,35 @@ void Server::Impl::HandlePlainSubscriptions() {
     }
   }
   if (!changed) return;
-  if (plain_prefixes_.empty() && plain_feed_.valid()) {
-    // The last SUB is gone. What the feed still queues counts as abandoned
-    // in its totals, which stay in the broker's stats; what was already
-    // taken from it goes out (the XPUB discards it).
-    (void)plain_feed_.Close();
-    plain_feed_ = Subscription();
-    ready_.erase(kPlainFeedKey);
-  } else if (!plain_prefixes_.empty() && !plain_feed_.valid()) {
-    SubscriptionOptions feed;
-    feed.queue_capacity = options_.plain_queue_capacity;
-    feed.overflow = OverflowPolicy::kDropNewest;
-    feed.name = "plain subscribe endpoint";
-    absl::StatusOr<Subscription> s = core_.Subscribe(
-        ">", feed, nullptr, [this] { NotifyReady(kPlainFeedKey); });
-    // Refused only once the broker shuts down: nothing to feed then.
-    if (s.ok()) plain_feed_ = std::move(*s);
+  if (plain_prefixes_.empty()) {
+    // The last SUB is gone: the feed closes unless one comes back soon.
+    plain_feed_close_at_ = absl::Now() + options_.plain_feed_linger;
+  } else {
+    plain_feed_close_at_ = absl::InfiniteFuture();
+    // Once intake stopped no new subscription opens, as for SDK clients.
+    if (!plain_feed_.valid() &&
+        !intake_stopped_.load(std::memory_order_acquire)) {
+      absl::StatusOr<Subscription> s =
+          core_.Subscribe(">", PlainFeedOptions(options_, broker_->options()),
+                          nullptr, [this] { NotifyReady(kPlainFeedKey); });
+      // Start() checked the options: refused only once the broker shuts
+      // down, and then there is nothing to feed.
+      if (s.ok()) plain_feed_ = std::move(*s);
+    }
   }
-  // After the feed changed, so that a reader who sees the count sees the
-  // feed that goes with it.
   counters_.plain_prefixes.store(plain_prefixes_.size(),
                                  std::memory_order_relaxed);
+}
+
+void Server::Impl::MaybeClosePlainFeed() {
+  if (!plain_feed_.valid() || absl::Now() < plain_feed_close_at_) return;
+  // What the feed still queues counts as abandoned in its totals, which
+  // stay in the broker's stats; what was already taken from it goes out
+  // (the XPUB discards it).
+  plain_feed_close_at_ = absl::InfiniteFuture();
+  (void)plain_feed_.Close();
+  plain_feed_ = Subscription();
+  ready_.erase(kPlainFeedKey);
 }
 
 void Server::Impl::FeedPlainSubscribers() {
@@ -1480,7 +1511,15 @@ void Server::Impl::Shutdown() {
   // the plain subscribers' feed closes with them.
   CloseSessions(routing_ids, /*expired=*/false,
                 plain_feed_.valid() ? &plain_feed_ : nullptr);
+  // Taken from the feed, so the broker counts them delivered: what the
+  // XPUB will not take now (a SUB's pipe is full) is counted here.
+  if (xpub_) {
+    plain_backoff_ = absl::ZeroDuration();
+    FeedPlainSubscribers();
+  }
+  Bump(counters_.plain_abandoned, plain_pending_.size());
   plain_pending_.clear();
+  counters_.plain_prefixes.store(0, std::memory_order_relaxed);
   // Unsent messages may go out for the configured linger, within the
   // caller's deadline.
   const absl::Duration left =
@@ -1529,6 +1568,7 @@ v1::ServerStats Server::Impl::Stats() const {
   out.set_send_failures(Read(c.send_failures));
   out.set_remote_subscriptions(Read(c.remote_subscriptions));
   out.set_plain_prefixes(Read(c.plain_prefixes));
+  out.set_plain_abandoned(Read(c.plain_abandoned));
   out.set_deliveries_lost(Read(c.deliveries_lost));
   out.set_sessions_detached(Read(c.sessions_detached));
   out.set_publishes_deferred(Read(c.publishes_deferred));
@@ -1544,13 +1584,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Broker* broker,
     return absl::InvalidArgumentError("server: the broker is null");
   }
   HERALD_RETURN_IF_ERROR(ValidateOptions(options));
-  // The feed opens later, when a SUB subscribes: refuse now what it would.
-  const size_t max_capacity = broker->options().max_queue_capacity;
-  if (!options.subscribe_endpoint.empty() &&
-      options.plain_queue_capacity > max_capacity) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "server: plain_queue_capacity ", options.plain_queue_capacity,
-        " must be <= the broker's max_queue_capacity ", max_capacity));
+  // The feed opens later, when a SUB subscribes: refuse now what the broker
+  // would refuse then.
+  if (!options.subscribe_endpoint.empty()) {
+    const absl::Status feed = internal::CoreOf(*broker).CheckSubscribe(
+        ">", PlainFeedOptions(options, broker->options()), false);
+    if (!feed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server: the plain subscribe endpoint's feed (plain_queue_capacity ",
+          options.plain_queue_capacity, "): ", feed.message()));
+    }
   }
   // A fresh random epoch per server start: a client that sees it change
   // knows its subscriptions are gone.

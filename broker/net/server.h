@@ -51,9 +51,14 @@ struct ServerOptions {
   // 1024. Must be > 0. A session's total credit is capped below the ROUTER's
   // send high-water mark, which the server sets accordingly.
   size_t max_credit = 1024;
-  // Queue capacity of the plain subscribe endpoint's core subscription.
-  // Default: 65536.
+  // Queue capacity of the plain subscribe endpoint's core subscription (its
+  // feed). Default: 65536. Must be <= the broker's max_queue_capacity.
   size_t plain_queue_capacity = 65536;
+  // The feed is open while some plain SUB subscribes to something, and
+  // closes once none has for this long: opening and closing it touches
+  // every topic, which SUBs coming and going should not make the server do
+  // each time. Default: 1s. Must be >= 0.
+  absl::Duration plain_feed_linger = absl::Seconds(1);
   // How long Stop() lets unsent messages (the Goodbyes among them) go out
   // (ZMQ_LINGER), never past Stop()'s deadline. Default: 100ms.
   absl::Duration linger = absl::Milliseconds(100);

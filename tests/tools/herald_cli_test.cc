@@ -338,7 +338,8 @@ TEST_F(HeraldCliTest, StatsTableShowsExactCounts) {
               Contains("sessions: 1 active (1 opened, 0 expired, 0 closed, "
                        "0 detached, 0 refused)"));
   EXPECT_THAT(lines, Contains("plain endpoints: published: 0, refused: 0, "
-                              "delivered: 0, SUB prefixes: 0"));
+                              "delivered: 0, abandoned at stop: 0, "
+                              "SUB prefixes: 0"));
   EXPECT_THAT(lines, Contains(MatchesRegex(
                          "ID +PATTERN +GROUP +POLICY +CAPACITY +MATCHED +"
                          "DELIVERED +DROPPED +QUEUED +HIGH_WATER +"

@@ -183,6 +183,7 @@ std::string StatsText(const v1::BrokerStats& b, const v1::ServerStats* server) {
     absl::StrAppend(&out, "plain endpoints: published: ", s.plain_published(),
                     ", refused: ", s.plain_refused(),
                     ", delivered: ", s.plain_delivered(),
+                    ", abandoned at stop: ", s.plain_abandoned(),
                     ", SUB prefixes: ", s.plain_prefixes(), "\n");
   }
   if (b.shut_down()) out += "state: shut down\n";

@@ -374,6 +374,10 @@ void WriteServer(const v1::ServerStats& s, Exposition& e) {
        "Distinct topic prefixes the plain (XPUB) endpoint's SUBs subscribe "
        "to now.",
        s.plain_prefixes()},
+      {"herald_server_plain_abandoned_total", kCounter,
+       "Messages the plain (XPUB) endpoint had taken from its feed but could "
+       "not send when the server stopped (a SUB's pipe was full).",
+       s.plain_abandoned()},
   };
   for (const Scalar& m : after_refusals) {
     e.Family(m.name, m.type, m.help);

@@ -248,6 +248,50 @@ class ServerTest : public ::testing::Test {
     return false;
   }
 
+  // Restarts the server with a plain feed that closes as soon as no SUB
+  // subscribes to anything.
+  void StartServerWithoutFeedLinger() {
+    ServerOptions options;
+    options.plain_feed_linger = absl::ZeroDuration();
+    StartServer(options);
+  }
+
+  // A plain SUB on "stall." that holds few messages (RCVHWM 10, a small
+  // kernel buffer), for tests that stop reading from it.
+  zmq::socket_t StallingSub() {
+    zmq::socket_t sub(context_, zmq::socket_type::sub);
+    sub.set(zmq::sockopt::linger, 0);
+    sub.set(zmq::sockopt::rcvhwm, 10);
+    sub.set(zmq::sockopt::rcvbuf, 64 * 1024);
+    sub.set(zmq::sockopt::rcvtimeo, 10);
+    sub.set(zmq::sockopt::subscribe, "stall.");
+    sub.connect(server_->subscribe_endpoint());
+    return sub;
+  }
+
+  // With a SUB that stopped reading: publishes messages of 16 KiB to
+  // "stall.big" in steps of `step`, each once the server has taken the last
+  // step from the feed, until a step stays queued (the SUB's pipes, ZeroMQ's
+  // high-water mark and then the kernel's buffers, are full). Adds the
+  // messages published to `*published`; false if no stall came.
+  bool PublishUntilThePlainFeedStalls(int step, uint64_t* published) {
+    const std::string big(16 * 1024, 'x');
+    for (int round = 0; round < 400; ++round) {
+      for (int i = 0; i < step; ++i) {
+        if (!broker_->Publish("stall.big", big).ok()) return false;
+        ++*published;
+      }
+      const bool taken = WaitFor(
+          [&] {
+            const std::optional<v1::SubscriptionStats> feed = PlainFeed();
+            return feed.has_value() && feed->queued() == 0;
+          },
+          absl::Seconds(1));
+      if (!taken) return true;
+    }
+    return false;
+  }
+
   // The broker's stats of the subscribe endpoint's feed subscription, if
   // it is open.
   std::optional<v1::SubscriptionStats> PlainFeed() {
@@ -323,6 +367,14 @@ TEST(ServerStartTest, RefusesBadOptionsWithAClearError) {
        absl::StatusCode::kInvalidArgument, "must be > 0"},
       {with([](ServerOptions& o) { o.session_ttl = absl::ZeroDuration(); }),
        absl::StatusCode::kInvalidArgument, "session_ttl"},
+      {with([](ServerOptions& o) {
+         o.plain_feed_linger = -absl::Milliseconds(1);
+       }),
+       absl::StatusCode::kInvalidArgument, "plain_feed_linger"},
+      {with([&](ServerOptions& o) {
+         o.plain_queue_capacity = (*broker)->options().max_queue_capacity;
+       }),
+       absl::StatusCode::kOk, ""},
       {with([&](ServerOptions& o) {
          o.plain_queue_capacity = (*broker)->options().max_queue_capacity + 1;
        }),
@@ -967,18 +1019,20 @@ TEST_F(ServerTest, PlainSubFromXpubReceivesByPrefix) {
 // opens with the first SUB's subscription and closes when the last SUB
 // leaves, and a new SUB opens a new one.
 TEST_F(ServerTest, ThePlainFeedIsOpenExactlyWhileSomeSubSubscribes) {
+  StartServerWithoutFeedLinger();
   absl::StatusOr<PublishResult> r = broker_->Publish("orders.eu", "nobody");
   ASSERT_THAT(r, IsOk());
   EXPECT_EQ(r->matched, 0u);
   EXPECT_EQ(broker_->Stats().published_unmatched(), 1u);
   EXPECT_FALSE(PlainFeed().has_value());
   EXPECT_EQ(server_->Stats().plain_prefixes(), 0u);
+  std::optional<v1::SubscriptionStats> feed;
   {
     zmq::socket_t first = PlainSub("orders.");
     zmq::socket_t second = PlainSub("orders.");
     ASSERT_TRUE(PublishUntilReceived(first, "orders.eu"));
     ASSERT_TRUE(PublishUntilReceived(second, "orders.eu"));
-    const std::optional<v1::SubscriptionStats> feed = PlainFeed();
+    feed = PlainFeed();
     ASSERT_TRUE(feed.has_value());
     EXPECT_EQ(feed->pattern(), ">");
     EXPECT_EQ(server_->Stats().plain_prefixes(), 1u);
@@ -994,20 +1048,24 @@ TEST_F(ServerTest, ThePlainFeedIsOpenExactlyWhileSomeSubSubscribes) {
   ASSERT_THAT(r, IsOk());
   EXPECT_EQ(r->matched, 0u);
   EXPECT_EQ(broker_->Stats().published_unmatched(), unmatched + 1);
-  // Every message the closed feed took was sent on or is in its totals.
-  const v1::BrokerStats stats = broker_->Stats();
-  EXPECT_EQ(stats.closed_matched(), stats.closed_delivered() +
-                                        stats.closed_abandoned() +
-                                        stats.closed_dropped().queue_full());
+  // Every message the closed feed gave the server went to the XPUB (the
+  // feed is the only subscription this broker ever closed).
+  EXPECT_TRUE(WaitFor([&] {
+    return server_->Stats().plain_delivered() ==
+           broker_->Stats().closed_delivered();
+  }));
 
   zmq::socket_t third = PlainSub("orders.");
   ASSERT_TRUE(PublishUntilReceived(third, "orders.eu"));
-  EXPECT_TRUE(PlainFeed().has_value());
+  const std::optional<v1::SubscriptionStats> reopened = PlainFeed();
+  ASSERT_TRUE(reopened.has_value());
+  EXPECT_NE(reopened->id(), feed->id());
 }
 
 // The XPUB reports a prefix's unsubscribe only when no SUB keeps it: the
 // feed stays open while one SUB still subscribes to anything.
 TEST_F(ServerTest, ThePlainFeedStaysOpenWhileAnyPrefixIsSubscribed) {
+  StartServerWithoutFeedLinger();
   zmq::socket_t sub = PlainSub("orders.");
   zmq::socket_t other = PlainSub("orders.");
   sub.set(zmq::sockopt::subscribe, "payments.");
@@ -1030,6 +1088,32 @@ TEST_F(ServerTest, ThePlainFeedStaysOpenWhileAnyPrefixIsSubscribed) {
   EXPECT_TRUE(WaitFor([&] {
     return server_->Stats().plain_prefixes() == 0 && !PlainFeed().has_value();
   }));
+}
+
+// Opening and closing the feed touches every topic: it stays open for
+// plain_feed_linger after the last SUB goes, and a SUB that comes back
+// meanwhile finds the same feed.
+TEST_F(ServerTest, ThePlainFeedOutlivesItsLastSubForTheLinger) {
+  ServerOptions options;
+  options.plain_feed_linger = absl::InfiniteDuration();
+  StartServer(options);
+  std::optional<v1::SubscriptionStats> feed;
+  {
+    zmq::socket_t sub = PlainSub("orders.");
+    ASSERT_TRUE(PublishUntilReceived(sub, "orders.eu"));
+    feed = PlainFeed();
+    ASSERT_TRUE(feed.has_value());
+  }
+  ASSERT_TRUE(WaitFor([&] { return server_->Stats().plain_prefixes() == 0; }));
+  std::optional<v1::SubscriptionStats> now = PlainFeed();
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->id(), feed->id());
+
+  zmq::socket_t back = PlainSub("payments.");
+  ASSERT_TRUE(PublishUntilReceived(back, "payments.eu"));
+  now = PlainFeed();
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->id(), feed->id());
 }
 
 // Nanoseconds the thread named `name` in this process has spent on a CPU
@@ -1058,13 +1142,7 @@ TEST_F(ServerTest, AStalledPlainSubscriberCostsNoSpinAndLosesNothingUncounted) {
   ServerOptions options;
   options.plain_queue_capacity = 64;
   StartServer(options);
-  zmq::socket_t sub(context_, zmq::socket_type::sub);
-  sub.set(zmq::sockopt::linger, 0);
-  sub.set(zmq::sockopt::rcvhwm, 10);
-  sub.set(zmq::sockopt::rcvbuf, 64 * 1024);
-  sub.set(zmq::sockopt::rcvtimeo, 10);
-  sub.set(zmq::sockopt::subscribe, "stall.");
-  sub.connect(server_->subscribe_endpoint());
+  zmq::socket_t sub = StallingSub();
   // Slow joiner: publish until the first message arrives. The ones before
   // it found no feed subscription (none opens before the SUB's
   // subscription reaches the server): unmatched.
@@ -1089,21 +1167,10 @@ TEST_F(ServerTest, AStalledPlainSubscriberCostsNoSpinAndLosesNothingUncounted) {
     if (!s.has_value()) ADD_FAILURE() << "no plain feed subscription";
     return s.value_or(v1::SubscriptionStats());
   };
-  // The SUB stops reading. Messages of 16 KiB go out in steps of 32 (half
-  // the feed's queue), each once the server has taken the last step from
-  // the feed, until a step stays queued: the SUB's pipes (ZeroMQ's
-  // high-water mark of 1,000 messages, then the kernel's buffers) are full.
-  const std::string big(16 * 1024, 'x');
-  bool stalled = false;
-  for (int step = 0; step < 400 && !stalled; ++step) {
-    for (int i = 0; i < 32; ++i) {
-      ASSERT_THAT(broker_->Publish("stall.big", big), IsOk());
-      ++published;
-    }
-    stalled = !WaitFor([&] { return feed().queued() == 0; }, absl::Seconds(1));
-  }
-  ASSERT_TRUE(stalled);
+  // The SUB stops reading; steps of half the feed's queue.
+  ASSERT_TRUE(PublishUntilThePlainFeedStalls(32, &published));
   // More than the feed's queue holds: the rest are counted as dropped.
+  const std::string big(16 * 1024, 'x');
   for (int i = 0; i < 100; ++i) {
     ASSERT_THAT(broker_->Publish("stall.big", big), IsOk());
     ++published;
@@ -1142,6 +1209,28 @@ TEST_F(ServerTest, AStalledPlainSubscriberCostsNoSpinAndLosesNothingUncounted) {
   EXPECT_EQ(feed_dropped(), dropped);
   EXPECT_EQ(feed().matched(), published - before_join);
   EXPECT_EQ(broker_->Stats().published_unmatched(), before_join);
+}
+
+// Stop() closes the feed with messages taken from it that the XPUB refuses
+// (the SUB stopped reading): the broker counts them delivered, and the
+// server counts them abandoned, so none goes uncounted.
+TEST_F(ServerTest, StopCountsPlainMessagesTheXpubWouldNotTake) {
+  ServerOptions options;
+  options.plain_queue_capacity = 64;
+  StartServer(options);
+  zmq::socket_t sub = StallingSub();
+  ASSERT_TRUE(PublishUntilReceived(sub, "stall.warm"));
+  uint64_t published = 0;
+  ASSERT_TRUE(PublishUntilThePlainFeedStalls(32, &published));
+
+  server_->Stop(absl::Now() + absl::Seconds(1));
+  const v1::ServerStats s = server_->Stats();
+  const v1::BrokerStats b = broker_->Stats();
+  EXPECT_GT(s.plain_abandoned(), 0u);
+  // The feed was the broker's only subscription, closed by Stop().
+  EXPECT_EQ(b.closed_delivered(), s.plain_delivered() + s.plain_abandoned());
+  EXPECT_GT(b.closed_abandoned(), 0u);  // Still in its queue: the broker's.
+  EXPECT_EQ(s.plain_prefixes(), 0u);
 }
 
 // A message published over the SDK endpoint reaches a plain SUB too, as
