@@ -1090,6 +1090,17 @@ TEST_F(ServerTest, ThePlainFeedStaysOpenWhileAnyPrefixIsSubscribed) {
   }));
 }
 
+// The feed is made with the broker's limits in mind: a broker whose
+// max_block_timeout is under SubscriptionOptions' default still feeds the
+// plain SUBs.
+TEST_F(ServerTest, ThePlainFeedOpensUnderTheBrokersTightestLimits) {
+  BrokerOptions broker_options;
+  broker_options.max_block_timeout = absl::Milliseconds(1);
+  StartServer({}, broker_options);
+  zmq::socket_t sub = PlainSub("orders.");
+  EXPECT_TRUE(PublishUntilReceived(sub, "orders.eu"));
+}
+
 // Opening and closing the feed touches every topic: it stays open for
 // plain_feed_linger after the last SUB goes, and a SUB that comes back
 // meanwhile finds the same feed.
