@@ -599,18 +599,11 @@ void ConnectPublisher(const ScriptedBroker& broker, ClientOptions options,
 class BatchCount {
  public:
   // Counts one more batch; returns how many have been seen.
-  int Next() {
-    absl::MutexLock lock(&mu_);
-    return ++seen_;
-  }
-  int seen() const {
-    absl::MutexLock lock(&mu_);
-    return seen_;
-  }
+  int Next() { return seen_.fetch_add(1) + 1; }
+  int seen() const { return seen_.load(); }
 
  private:
-  mutable absl::Mutex mu_;
-  int seen_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<int> seen_{0};
 };
 
 // Publishes "m<i>" for i in [first, last], each once the broker has seen
