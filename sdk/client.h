@@ -107,7 +107,9 @@ class Client {
   // subscriber (their receive calls return kFailedPrecondition; buffered
   // messages count as abandoned), says Goodbye to the broker and joins the
   // I/O thread. Returns OK if the flush completed, kDeadlineExceeded if not.
-  // A later call waits for the first and returns its result. REQUIRES: not
+  // A later call waits for the first and returns its result; made from one
+  // of this client's callbacks (which the first call waits for), it
+  // returns once the client stops sending and receiving. REQUIRES: not
   // called from ClientOptions::on_error. Blocks until `deadline` at most
   // (plus the I/O thread's exit).
   virtual absl::Status Close(absl::Time deadline) = 0;

@@ -179,13 +179,15 @@ class InProcessSubscriber final : public SubscriberImpl {
     EnsureThreadIdentity();
     return close_.Run(
         [this]() -> absl::StatusOr<SubscriptionTotals> {
+          const bool client_closed =
+              shared_->closed.load(std::memory_order_acquire);
+          // Closed either way: a Client::Close() that began may have listed
+          // the subscriptions before it and not see it once erased below.
           absl::StatusOr<SubscriptionTotals> result =
-              // Client::Close() closed it: as remote, its totals are not
-              // this handle's to report.
-              shared_->closed.load(std::memory_order_acquire)
-                  ? absl::StatusOr<SubscriptionTotals>(
-                        Closed("close subscription"))
-                  : shared_->CloseSub(*state_);
+              shared_->CloseSub(*state_);
+          // Client::Close() closes it: as remote, its totals are not this
+          // handle's to report.
+          if (client_closed) result = Closed("close subscription");
           absl::MutexLock lock(&shared_->mu);
           shared_->subs.erase(key_);
           return result;

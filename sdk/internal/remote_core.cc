@@ -87,6 +87,8 @@ absl::Status StatusFromError(const v1::Error& e) {
 
 // True on a client's I/O thread (set by Loop()).
 thread_local bool on_io_thread = false;
+// The client whose callback this thread runs right now (RunCallbackTurn()).
+thread_local const RemoteCore* in_callback_of = nullptr;
 
 absl::Status ClientClosed(absl::string_view what) {
   return absl::FailedPreconditionError(
@@ -463,11 +465,13 @@ void RemoteCore::RunCallbackTurn(const std::shared_ptr<RemoteSub>& sub) {
       sub->running_in = std::this_thread::get_id();
       callback = &sub->callback_fn;
     }
+    in_callback_of = this;
     try {
       (*callback)(*r);
     } catch (...) {
       // Exceptions never cross Herald's API; the message was delivered.
     }
+    in_callback_of = nullptr;
     r.reset();
     RemoteSub::CreditReturn credit;
     {
@@ -497,8 +501,19 @@ absl::Status RemoteCore::Close(absl::Time deadline) {
   {
     absl::MutexLock lock(&mu_);
     if (close_started_) {
-      mu_.Await(absl::Condition(&close_done_));
-      return close_status_;
+      if (in_callback_of != this) {
+        mu_.Await(absl::Condition(&close_done_));
+        return close_status_;
+      }
+      // In one of this client's callbacks, which the first Close() waits
+      // for when it stops the callback pool: wait only until nothing more
+      // is sent or received (the I/O thread exited; a callback runs only
+      // in a client that started one).
+      auto io_done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return close_done_ || io_exited_;
+      };
+      mu_.Await(absl::Condition(&io_done));
+      return close_done_ ? close_status_ : absl::OkStatus();
     }
     close_started_ = true;
     connected = ever_connected_ && phase_ != Phase::kClosed;
@@ -1270,6 +1285,11 @@ void RemoteCore::LoseSession(absl::string_view why) {
            r.second.kind != Request::Kind::kSubscribe &&
            r.second.kind != Request::Kind::kUnsubscribe;
   });
+  // The settle Ping went with them: its Pong would be ignored, and a stale
+  // id would keep MaybeArmSettlePing() from arming one again. A resumed
+  // Welcome sends a new one if batches are unsettled.
+  settle_ping_id_ = 0;
+  settle_ping_at_ = absl::InfiniteFuture();
   hello_backoff_ = options_.reconnect_interval;
   SendHello();
 }

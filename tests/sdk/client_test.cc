@@ -4,6 +4,7 @@
 #include "sdk/client.h"
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -451,6 +452,50 @@ TEST_P(ClientTest, ClosingFromTheCallbackAndAnotherThreadAtOnceDoesNotHang) {
   if (!from_callback.ok()) {
     EXPECT_THAT(from_callback, StatusIs(absl::StatusCode::kFailedPrecondition));
   }
+}
+
+TEST_P(ClientTest, ClosingTheClientFromACallbackWhileAnotherCloseRuns) {
+  // The first Close() waits for running callbacks; a Close() from inside
+  // one must not wait for the first in turn.
+  Publisher publisher = MakePublisher();
+  absl::Notification in_callback;
+  absl::Notification callback_done;
+  absl::Status from_callback;
+  absl::StatusOr<Subscriber> sub =
+      client_->Subscribe("closing", {}, [&](const Received&) {
+        if (in_callback.HasBeenNotified()) return;
+        in_callback.Notify();
+        // Publishes are refused once the other Close() began.
+        EXPECT_TRUE(WaitFor([&] {
+          return publisher.Publish("closing.probe", "x").code() ==
+                 absl::StatusCode::kFailedPrecondition;
+        }));
+        from_callback = client_->Close(absl::Now() + kWait);
+        callback_done.Notify();
+      });
+  ASSERT_THAT(sub, IsOk());
+  ASSERT_THAT(publisher.Publish("closing", "x"), IsOk());
+  ASSERT_TRUE(in_callback.WaitForNotificationWithTimeout(kWait));
+  absl::Status from_test;
+  absl::Notification test_done;
+  std::thread closer([&] {
+    from_test = client_->Close(absl::Now() + kWait);
+    test_done.Notify();
+  });
+  const bool both_returned =
+      callback_done.WaitForNotificationWithTimeout(kWait) &&
+      test_done.WaitForNotificationWithTimeout(kWait);
+  // A hang would leave `closer` running: end the test binary rather than
+  // hang it.
+  if (!both_returned) {
+    ADD_FAILURE() << "Close() hung";
+    std::abort();
+  }
+  closer.join();
+  EXPECT_THAT(from_test, IsOk());
+  EXPECT_THAT(from_callback, IsOk());
+  EXPECT_THAT(sub->Receive(absl::ZeroDuration()),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
 TEST_P(ClientTest, TypedProtoRoundTripChecksTheTypeName) {
