@@ -1325,11 +1325,14 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     // their strings' capacity for add_entries().
     deliver_.Clear();
     payloads_.clear();
+    // The drops this Deliver reports: kept if it does not go out.
+    uint64_t missed = 0;
     for (const Delivery& d : batch_) {
       v1::DeliverEntry* e = deliver_.add_entries();
       e->set_sid(rs.sid);
       e->set_sequence(d.sequence());
       e->set_missed(d.missed() + rs.lost_pending);
+      missed += e->missed();
       rs.lost_pending = 0;
       e->mutable_topic()->assign(d.topic().data(), d.topic().size());
       for (size_t h = 0; h < d.headers().size(); ++h) {
@@ -1350,21 +1353,24 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     rs.sent += n;
     budget -= n;
     bool failed = false;
-    if (!SendDeliver(s.routing_id, &failed)) {
-      // Counted in `sent`: a resume on a new connection reports them lost.
-      Detach(s.routing_id);
-      return false;
-    }
-    if (failed) {
-      // ZeroMQ refused the message (counted in send_failures; within credit
-      // it should not). Not silent: the next delivery of this subscription
-      // reports them missed, and their credit is not lost. Try again on the
-      // next turn.
+    const bool reachable = SendDeliver(s.routing_id, &failed);
+    if (!reachable || failed) {
+      // Nothing went out. ZeroMQ refused the message (counted in
+      // send_failures; within credit it should not), or the peer is gone
+      // (EHOSTUNREACH). Taken from the core queue, so lost here: counted
+      // now, whether or not the session is ever resumed, and reported
+      // missed on this subscription's next delivery, with the drops this
+      // Deliver carried. Their credit is the client's again.
       rs.credit += n;
       rs.sent -= n;
-      rs.lost_pending += n;
+      rs.lost_pending += n + missed;
       Bump(counters_.deliveries_lost, n);
-      return true;
+      if (!reachable) {
+        Bump(counters_.send_failures);
+        Detach(s.routing_id);
+        return false;
+      }
+      return true;  // Tried again on the next turn.
     }
     Bump(counters_.delivered, n);
   }

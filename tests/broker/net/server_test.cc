@@ -704,6 +704,56 @@ TEST_F(ServerTest, ASessionResumedOnANewConnectionGetsItsCreditAndLossBack) {
   EXPECT_EQ(rest.back().sequence(), 10u);
 }
 
+// A Deliver the ROUTER cannot route (the connection is gone: EHOSTUNREACH)
+// is counted lost at once, not only if the client comes back: the core
+// counts those messages delivered, and a session that then expires would
+// otherwise leave them counted nowhere.
+TEST_F(ServerTest, ADeliverToAConnectionFoundGoneIsCountedLostAtOnce) {
+  constexpr char kSession[] = "vanished-sess-01";
+  auto first = Connect();
+  first->Hello(kSession);
+  ASSERT_EQ(first->Subscribe(1, "gone.t", /*credit=*/8).body_case(),
+            v1::Envelope::kAck);
+  first.reset();  // The connection breaks; the session stays.
+  ASSERT_TRUE(WaitFor([&] { return server_->Stats().disconnects() >= 1; }));
+  // Published until a send finds the connection gone and detaches the
+  // session (ZeroMQ may still take the first sends into the dying pipe).
+  int published = 0;
+  ASSERT_TRUE(WaitFor([&] {
+    if (published < 8) {
+      EXPECT_THAT(broker_->Publish("gone.t", absl::StrCat(published)), IsOk());
+      ++published;
+    }
+    return server_->Stats().sessions_detached() == 1;
+  }));
+  const v1::ServerStats server = server_->Stats();
+  EXPECT_GE(server.deliveries_lost(), 1u);
+  EXPECT_GE(server.send_failures(), 1u);
+  // Every message the core handed over went out or is counted lost.
+  std::optional<v1::SubscriptionStats> core;
+  const v1::BrokerStats broker = broker_->Stats();
+  for (const v1::SubscriptionStats& s : broker.subscriptions()) {
+    if (s.pattern() == "gone.t") core = s;
+  }
+  ASSERT_TRUE(core.has_value());
+  EXPECT_EQ(core->delivered(), server.delivered() + server.deliveries_lost());
+  EXPECT_EQ(core->matched(), static_cast<uint64_t>(published));
+
+  // Resumed, saying it received everything that went out: the lost ones are
+  // reported missed on the next delivery, and counted once.
+  auto second = Connect();
+  v1::ResumeState state;
+  state.set_sid(1);
+  state.set_received(server.delivered());
+  EXPECT_TRUE(second->Hello(kSession, {state}).resumed());
+  ASSERT_THAT(broker_->Publish("gone.t", "after"), IsOk());
+  const uint64_t queued = core->queued() + 1;
+  const std::vector<v1::DeliverEntry> after = second->ReceiveEntries(queued);
+  ASSERT_EQ(after.size(), queued);
+  EXPECT_EQ(after[0].missed(), server.deliveries_lost());
+  EXPECT_EQ(server_->Stats().deliveries_lost(), server.deliveries_lost());
+}
+
 // DESIGN.md: kBlock toward a remote publisher withholds that session's
 // publish credit; the I/O thread never waits. The batch's Ack, and what the
 // session sends after it, wait until the queue has room.
