@@ -784,9 +784,13 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
   }
   if (intake_stopped && (env.body_case() == v1::Envelope::kPublish ||
                          env.body_case() == v1::Envelope::kSubscribe)) {
-    Bump(env.body_case() == v1::Envelope::kPublish
-             ? counters_.publish_refused
-             : counters_.subscriptions_refused);
+    if (env.body_case() == v1::Envelope::kPublish) {
+      // Per entry, as HandlePublish() counts refusals.
+      Bump(counters_.publish_refused,
+           std::max<uint64_t>(1, env.publish().entries_size()));
+    } else {
+      Bump(counters_.subscriptions_refused);
+    }
     SendError(routing_id, env.request_id(),
               absl::UnavailableError("the server is stopping"));
     return;
@@ -1488,11 +1492,11 @@ void Server::Impl::FeedPlainSubscribers() {
       }
       plain_backoff_ = absl::ZeroDuration();
       (void)xpub_->send(PayloadFrame(d.message()), zmq::send_flags::none);
+      Bump(counters_.plain_delivered);
+      Bump(counters_.frames_sent, 2);
     } catch (const zmq::error_t&) {
-      Bump(counters_.send_failures);
+      Bump(counters_.send_failures);  // Lost: counted here, not delivered.
     }
-    Bump(counters_.plain_delivered);
-    Bump(counters_.frames_sent, 2);
     plain_pending_.pop_front();
     --budget;
   }

@@ -855,6 +855,21 @@ TEST_F(ServerTest, ABlockedPublishersGoodbyeSettlesItsPush) {
   EXPECT_EQ(totals->dropped(DropReason::kBlockTimeout), 1u);
 }
 
+TEST_F(ServerTest, APublishRefusedWhileStoppingCountsEachEntry) {
+  auto pub = Connect();
+  pub->Hello();
+  server_->StopIntake();
+  pub->Publish(1, {"s.a", "s.b", "s.c"}, {"1", "2", "3"}, /*request_id=*/9);
+  auto error = pub->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.request_id(), 9u);
+  EXPECT_EQ(error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kUnavailable));
+  // Per entry, as a refusal by the broker counts.
+  EXPECT_EQ(server_->Stats().publish_refused(), 3u);
+  EXPECT_EQ(server_->Stats().publish_accepted(), 0u);
+}
+
 TEST_F(ServerTest, RequestsWithoutSessionAreRefused) {
   auto client = Connect();
   client->Publish(1, {"t"}, {"x"}, 1);
