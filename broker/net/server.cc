@@ -215,6 +215,10 @@ class Server::Impl {
     uint64_t returned = 0;
     // Lost with a broken connection; added to the next entry's `missed`.
     uint64_t lost_pending = 0;
+    // The Subscribe that made it, serialized: the same request again (a
+    // client resending it after its Ack was lost with a connection) is
+    // acknowledged again.
+    std::string request;
   };
   struct BlockedPublish {
     v1::Envelope env;
@@ -1057,9 +1061,22 @@ void Server::Impl::HandleSubscribe(Session& s, const v1::Envelope& env) {
     Bump(counters_.subscriptions_refused);
     SendError(s.routing_id, env.request_id(), status, where);
   };
-  if (s.subs.contains(req.sid())) {
-    refuse(absl::InvalidArgumentError(
-        absl::StrCat("subscribe: sid ", req.sid(), " is already in use")));
+  if (auto it = s.subs.find(req.sid()); it != s.subs.end()) {
+    // The same Subscribe again: a client that lost the Ack with a broken
+    // connection cannot know whether the first one arrived, so it resends
+    // it. It is the same subscription: acknowledged again, nothing changes
+    // (its credit was set again by the resume).
+    if (it->second->request == req.SerializeAsString()) {
+      v1::Envelope ack;
+      ack.set_request_id(env.request_id());
+      ack.mutable_ack()->set_sid(req.sid());
+      ack.mutable_ack()->set_broker_epoch(epoch_);
+      if (!Send(s.routing_id, ack)) Detach(s.routing_id);
+      return;
+    }
+    refuse(absl::AlreadyExistsError(
+        absl::StrCat("subscribe: sid ", req.sid(),
+                     " is already in use by a different subscription")));
     return;
   }
   if (s.subs.size() >= options_.max_subscriptions_per_client) {
@@ -1099,6 +1116,7 @@ void Server::Impl::HandleSubscribe(Session& s, const v1::Envelope& env) {
   rs->subscription = std::move(*sub);
   rs->credit = req.initial_credit();
   rs->initial_credit = req.initial_credit();
+  rs->request = req.SerializeAsString();
   keys_[key] = {s.routing_id, req.sid()};
   s.subs.emplace(req.sid(), std::move(rs));
   Bump(counters_.remote_subscriptions);

@@ -1147,9 +1147,10 @@ void RemoteCore::OnWelcome(const v1::Envelope& env) {
                  NextRequestId({Request::Kind::kSubscribe, sid})});
           } else {
             // Sent before the connection dropped, in the session that is
-            // resumed: it may or may not have arrived. Send it again; the
-            // first Ack makes it live and the other answer (a duplicate sid
-            // refused) is ignored.
+            // resumed: it may or may not have arrived. Send it again, the
+            // same request: the server acknowledges a repeat of the
+            // Subscribe that made a live subscription (docs/protocol.md),
+            // so the Ack comes either way.
             e.sent_in_session = session_serial_;
             actions.push_back(
                 {Action::Kind::kResend, sid, e.sub,
@@ -1438,7 +1439,7 @@ void RemoteCore::OnError(const v1::Envelope& env) {
         auto it = subs_.find(request.sid);
         if (it == subs_.end()) return;
         SubEntry& e = it->second;
-        // Live already: this refused a second copy of its Subscribe.
+        // Live already (a copy of its Subscribe was refused): no change.
         if (e.state == SubState::kPending) {
           e.state = SubState::kFailed;
           e.error = status;

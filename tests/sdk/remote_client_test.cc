@@ -482,6 +482,48 @@ TEST(RemoteClientTest, ABrokenConnectionResumesAndReportsWhatItLost) {
   broker.Stop();
 }
 
+TEST(RemoteClientTest, ASubscribeWhoseAckWasLostWithTheConnectionIsLive) {
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*"), IsOk());
+  const std::string& endpoint = broker.server->sdk_endpoint();
+  const int port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+  auto relay = testing::TcpRelay::Start(port);
+  ASSERT_THAT(relay, IsOk());
+  auto client =
+      Client::Connect(absl::StrCat("tcp://127.0.0.1:", (*relay)->port()));
+  ASSERT_THAT(client, IsOk());
+
+  // The broker makes the subscription, and its Ack is lost with the
+  // connection: the client resends the Subscribe in the resumed session.
+  (*relay)->HoldReplies(true);
+  std::optional<absl::StatusOr<Subscriber>> sub;
+  std::thread subscriber(
+      [&] { sub.emplace((*client)->Subscribe("lost.ack", {})); });
+  ASSERT_TRUE(WaitFor(
+      [&] { return broker.server->Stats().remote_subscriptions() == 1; }));
+  ASSERT_EQ((*relay)->Cut(), 1);
+  (*relay)->HoldReplies(false);
+  subscriber.join();
+  ASSERT_TRUE(sub.has_value());
+  ASSERT_THAT(*sub, IsOk());
+
+  const v1::ServerStats server = broker.server->Stats();
+  EXPECT_EQ(server.sessions_opened(), 1u);  // One session, resumed.
+  EXPECT_EQ(server.remote_subscriptions(), 1u);
+  EXPECT_EQ(server.subscriptions_refused(), 0u);
+  EXPECT_GE((*relay)->accepted(), 2);
+  // It is the broker's subscription, and it delivers.
+  ASSERT_THAT(broker.broker->Publish("lost.ack", "after"), IsOk());
+  absl::StatusOr<Received> r = (*sub)->Receive(kWait);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->payload(), "after");
+  EXPECT_EQ(r->sequence(), 1u);
+  EXPECT_FALSE(r->gap());
+  EXPECT_EQ(broker.broker->Stats().subscriptions_active(), 1u);
+  client->reset();
+  broker.Stop();
+}
+
 // A scripted broker on a raw ROUTER: it welcomes every Hello, answers every
 // Ping, and hands each Publish to `on_publish`, which may answer through
 // `reply`.

@@ -104,11 +104,12 @@ void TcpRelay::Loop() {
       cuts_done_ = cuts;
       cut_done_.SignalAll();
     }
+    const bool hold = hold_replies_.load();
     std::vector<pollfd> fds;
     fds.push_back({listen_fd_, POLLIN, 0});
     for (auto [a, b] : pairs_) {
       fds.push_back({a, POLLIN, 0});
-      fds.push_back({b, POLLIN, 0});
+      fds.push_back({b, static_cast<short>(hold ? 0 : POLLIN), 0});
     }
     if (poll(fds.data(), fds.size(), 10) <= 0) continue;
     const size_t polled = pairs_.size();  // A pair accepted below waits.
@@ -135,8 +136,10 @@ void TcpRelay::Loop() {
       bool alive = true;
       const pollfd& pa = fds[1 + 2 * i];
       const pollfd& pb = fds[2 + 2 * i];
+      // Held: the target's side is not read, not even its hang-up.
+      const short pb_events = hold ? 0 : pb.revents;
       for (const auto& [from, to, ev] :
-           {std::tuple{a, b, pa.revents}, std::tuple{b, a, pb.revents}}) {
+           {std::tuple{a, b, pa.revents}, std::tuple{b, a, pb_events}}) {
         if (!alive || (ev & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
         const ssize_t n = recv(from, buffer, sizeof(buffer), 0);
         if (n <= 0 || !WriteAll(to, buffer, static_cast<size_t>(n))) {

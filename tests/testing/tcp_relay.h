@@ -32,6 +32,10 @@ class TcpRelay {
   // Resets every connection relayed so far; returns how many it reset
   // once the relay thread has done it.
   int Cut();
+  // While held, nothing is relayed from the target back to the clients: it
+  // waits in the kernel's buffers, and a Cut() meanwhile loses it (a reply
+  // lost with a broken connection).
+  void HoldReplies(bool hold) { hold_replies_.store(hold); }
   // Connections relayed so far.
   int accepted() const { return accepted_.load(); }
 
@@ -45,6 +49,7 @@ class TcpRelay {
   std::atomic<bool> stop_{false};
   std::atomic<int> cut_requests_{0};
   std::atomic<int> accepted_{0};
+  std::atomic<bool> hold_replies_{false};
   absl::Mutex mu_;
   int cuts_done_ ABSL_GUARDED_BY(mu_) = 0;
   int last_cut_size_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1006,9 +1006,39 @@ TEST_F(ServerTest, LimitsOnClientsAndSubscriptions) {
   EXPECT_EQ(third.error().status_code(),
             static_cast<int>(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(third.error().sid(), 3u);
-  // Bad requests: duplicate sid, credit out of range, bad pattern.
-  EXPECT_EQ(first->Subscribe(1, "a", 10).error().status_code(),
-            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  // A sid in use by a different subscription is refused.
+  v1::Envelope taken = first->Subscribe(1, "b", 10);
+  ASSERT_EQ(taken.body_case(), v1::Envelope::kError);
+  EXPECT_EQ(taken.error().status_code(),
+            static_cast<int>(absl::StatusCode::kAlreadyExists));
+  EXPECT_EQ(taken.error().sid(), 1u);
+  EXPECT_EQ(first->Subscribe(1, "a", 11).error().status_code(),
+            static_cast<int>(absl::StatusCode::kAlreadyExists));
+}
+
+TEST_F(ServerTest, TheSameSubscribeAgainIsAcknowledgedAndChangesNothing) {
+  auto client = Connect();
+  client->Hello();
+  ASSERT_EQ(client->Subscribe(1, "same.t", 2).body_case(), v1::Envelope::kAck);
+  // A client that lost the first Ack with its connection sends it again.
+  v1::Envelope again = client->Subscribe(1, "same.t", 2);
+  ASSERT_EQ(again.body_case(), v1::Envelope::kAck);
+  EXPECT_EQ(again.ack().sid(), 1u);
+  EXPECT_EQ(server_->Stats().remote_subscriptions(), 1u);
+  EXPECT_EQ(server_->Stats().subscriptions_refused(), 0u);
+  EXPECT_EQ(broker_->Stats().subscriptions_active(), 1u);
+  // The credit is still the first Subscribe's 2, not 2 more.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT(broker_->Publish("same.t", absl::StrCat(i)), IsOk());
+  }
+  EXPECT_EQ(client->ReceiveEntries(2).size(), 2u);
+  // Nothing more comes until credit is returned: the third stays queued.
+  client->SendPing(77);
+  client->ExpectReply(v1::Envelope::kPong, 77, /*next=*/true);
+  const v1::BrokerStats stats = broker_->Stats();
+  ASSERT_EQ(stats.subscriptions_size(), 1);
+  EXPECT_EQ(stats.subscriptions(0).queued(), 1u);
+  EXPECT_EQ(server_->Stats().delivered(), 2u);
 }
 
 TEST_F(ServerTest, SilentSessionsExpireAndFreeTheirSubscriptions) {
