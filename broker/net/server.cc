@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -47,6 +49,8 @@ constexpr size_t kDeliverBatch = 64;
 constexpr size_t kTurnBudget = 256;
 // A plain message that a full SUB pipe refused is tried again after
 // kPlainRetryMin, then after twice as long each time, up to kPlainRetryMax.
+// A Deliver that a full client pipe refused (EAGAIN) is kept and retried
+// the same way.
 constexpr absl::Duration kPlainRetryMin = absl::Milliseconds(1);
 constexpr absl::Duration kPlainRetryMax = absl::Milliseconds(16);
 // How many incoming messages are handled per socket per loop turn.
@@ -219,6 +223,19 @@ class Server::Impl {
     // client resending it after its Ack was lost with a connection) is
     // acknowledged again.
     std::string request;
+    // A Deliver that ZeroMQ refused for a full pipe (EAGAIN): its messages
+    // are taken from the core queue and booked as sent (credit, `sent`), so
+    // it goes out before anything else of this subscription, when the pipe
+    // has room (the key waits in `stalled_` meanwhile). Lost only if the
+    // session or the subscription ends first.
+    struct Unsent {
+      std::string body;  // The serialized envelope.
+      std::vector<zmq::message_t> payloads;
+      uint64_t messages = 0;
+      uint64_t missed = 0;  // The drops its entries report.
+    };
+    std::optional<Unsent> unsent;
+    absl::Duration retry_backoff = absl::ZeroDuration();
   };
   struct BlockedPublish {
     v1::Envelope env;
@@ -281,6 +298,19 @@ class Server::Impl {
             bool* failed = nullptr);
   // Send() of deliver_ and payloads_.
   bool SendDeliver(const std::string& routing_id, bool* failed);
+  // Send()'s frames after the routing id and magic: `body` (a serialized
+  // envelope) and `payloads`.
+  bool SendFrames(const std::string& routing_id, absl::string_view body,
+                  std::vector<zmq::message_t>* payloads, bool* failed);
+  // `rs`'s unsent Deliver goes out: true if it did (or there was none).
+  // Otherwise it is kept for a retry (EAGAIN: `rs` waits in stalled_), or
+  // counted lost and the session detached (the peer is gone).
+  bool SendUnsent(Session& s, RemoteSub& rs);
+  // `rs` is closing with a Deliver unsent: its messages are lost.
+  void DropUnsent(RemoteSub& rs);
+  // Puts the stalled subscriptions whose retry time came back in ready_;
+  // returns the time of the next retry (InfiniteFuture: none).
+  absl::Time RetryStalled();
   void CloseSession(const std::string& routing_id, bool expired);
   // Closes the sessions, and `also` (if given) in the same grace period.
   void CloseSessions(const std::vector<std::string>& routing_ids, bool expired,
@@ -337,6 +367,9 @@ class Server::Impl {
   // key -> (routing id, sid) of remote subscriptions.
   absl::flat_hash_map<uint64_t, std::pair<std::string, uint64_t>> keys_;
   absl::flat_hash_set<uint64_t> ready_;
+  // Subscriptions with an unsent Deliver (RemoteSub::unsent), by key, out of
+  // ready_ until their retry time.
+  absl::flat_hash_map<uint64_t, absl::Time> stalled_;
   // Sessions with a blocked Publish (Session::blocked).
   absl::flat_hash_set<std::string> blocked_sessions_;
   // ServeBlocked() is handing a held message to HandleSdk().
@@ -547,9 +580,11 @@ void Server::Impl::Loop() {
     // A blocked publish is retried every millisecond (ZeroMQ's poll
     // resolution) until its queue has room or its block_timeout passes.
     int idle_ms = blocked_sessions_.empty() ? 50 : 1;
-    if (plain_blocked()) {
+    absl::Time retry_at = RetryStalled();
+    if (plain_blocked()) retry_at = std::min(retry_at, plain_retry_at_);
+    if (retry_at != absl::InfiniteFuture()) {
       const int64_t until_retry = absl::ToInt64Milliseconds(
-          absl::Ceil(plain_retry_at_ - absl::Now(), absl::Milliseconds(1)));
+          absl::Ceil(retry_at - absl::Now(), absl::Milliseconds(1)));
       idle_ms = static_cast<int>(
           std::clamp<int64_t>(until_retry, 0, static_cast<int64_t>(idle_ms)));
     }
@@ -629,6 +664,14 @@ bool Server::Impl::Send(const std::string& routing_id, const v1::Envelope& env,
     Bump(counters_.send_failures);
     return true;
   }
+  return SendFrames(routing_id, body_, payloads, failed);
+}
+
+bool Server::Impl::SendFrames(const std::string& routing_id,
+                              absl::string_view body,
+                              std::vector<zmq::message_t>* payloads,
+                              bool* failed) {
+  if (failed != nullptr) *failed = true;  // Until ZeroMQ takes the message.
   const std::string magic = MagicFrame();
   try {
     const bool has_payloads = payloads != nullptr && !payloads->empty();
@@ -642,9 +685,9 @@ bool Server::Impl::Send(const std::string& routing_id, const v1::Envelope& env,
     // Once the first frame is accepted, ZeroMQ takes the rest of the message.
     if (failed != nullptr) *failed = false;
     (void)router_->send(zmq::buffer(magic), zmq::send_flags::sndmore);
-    (void)router_->send(zmq::buffer(body_), has_payloads
-                                                ? zmq::send_flags::sndmore
-                                                : zmq::send_flags::none);
+    (void)router_->send(
+        zmq::buffer(body.data(), body.size()),
+        has_payloads ? zmq::send_flags::sndmore : zmq::send_flags::none);
     size_t frames = 3;
     if (has_payloads) {
       for (size_t i = 0; i < payloads->size(); ++i) {
@@ -908,7 +951,11 @@ void Server::Impl::HandleHello(const std::string& routing_id,
   if (session.detached) {
     // Reachable again: what queued meanwhile goes out within credit.
     session.detached = false;
-    for (auto& [sid, rs] : session.subs) ready_.insert(rs->key);
+    for (auto& [sid, rs] : session.subs) {
+      stalled_.erase(rs->key);
+      rs->retry_backoff = absl::ZeroDuration();
+      ready_.insert(rs->key);
+    }
   }
   v1::Envelope reply;
   reply.set_request_id(env.request_id());
@@ -1139,6 +1186,7 @@ void Server::Impl::HandleUnsubscribe(Session& s, const v1::Envelope& env) {
     return;
   }
   absl::StatusOr<SubscriptionTotals> totals = it->second->subscription.Close();
+  DropUnsent(*it->second);
   Drop(counters_.remote_subscriptions);
   keys_.erase(it->second->key);
   ready_.erase(it->second->key);
@@ -1190,18 +1238,24 @@ void Server::Impl::ResumeOnNewConnection(Session& s, const v1::Hello& hello) {
     // The old connection's pipes are gone with it, so nothing more of it
     // arrives: what was sent and not received is lost, and credit sent back
     // but lost is the client's again. A Credit still queued from the old
-    // connection carries the old routing id and finds no session.
-    if (rs.sent > r.received()) {
-      const uint64_t lost = rs.sent - r.received();
+    // connection carries the old routing id and finds no session. An unsent
+    // Deliver never left: it goes out on the new connection.
+    const uint64_t unsent = rs.unsent ? rs.unsent->messages : 0;
+    const uint64_t on_wire = rs.sent - unsent;
+    if (on_wire > r.received()) {
+      const uint64_t lost = on_wire - r.received();
       rs.lost_pending += lost;
       Bump(counters_.deliveries_lost, lost);
     }
-    rs.sent = std::min(rs.sent, r.received());
+    rs.sent = std::min(on_wire, r.received()) + unsent;
     rs.returned = std::max(rs.returned, r.returned());
     const uint64_t granted = rs.initial_credit + rs.returned;
     rs.credit = granted > rs.sent
                     ? std::min(granted - rs.sent, options_.max_credit)
                     : 0;
+    // A new connection, a new pipe: an unsent Deliver is tried at once.
+    stalled_.erase(rs.key);
+    rs.retry_backoff = absl::ZeroDuration();
     ready_.insert(rs.key);  // Messages may be waiting for this credit.
   }
 }
@@ -1240,6 +1294,7 @@ void Server::Impl::CloseSessions(const std::vector<std::string>& routing_ids,
     auto it = sessions_.find(rid);
     if (it == sessions_.end()) continue;
     for (auto& [sid, rs] : it->second->subs) {
+      DropUnsent(*rs);
       Drop(counters_.remote_subscriptions);
       keys_.erase(rs->key);
       ready_.erase(rs->key);
@@ -1318,15 +1373,71 @@ void Server::Impl::DrainReady() {
       continue;
     }
     auto rs = s->second->subs.find(k->second.second);
-    if (rs == s->second->subs.end() || s->second->detached) {
-      ready_.erase(key);
+    if (rs == s->second->subs.end() || s->second->detached ||
+        stalled_.contains(key)) {
+      ready_.erase(key);  // A stalled one comes back at its retry time.
       continue;
     }
     if (!DrainSub(*s->second, *rs->second)) ready_.erase(key);
   }
 }
 
+absl::Time Server::Impl::RetryStalled() {
+  absl::Time next = absl::InfiniteFuture();
+  if (stalled_.empty()) return next;
+  const absl::Time now = absl::Now();
+  for (auto it = stalled_.begin(); it != stalled_.end();) {
+    if (it->second <= now) {
+      ready_.insert(it->first);
+      stalled_.erase(it++);
+    } else {
+      next = std::min(next, it->second);
+      ++it;
+    }
+  }
+  return next;
+}
+
+bool Server::Impl::SendUnsent(Session& s, RemoteSub& rs) {
+  if (!rs.unsent) return true;
+  RemoteSub::Unsent& u = *rs.unsent;
+  bool failed = false;
+  const bool reachable = SendFrames(s.routing_id, u.body, &u.payloads, &failed);
+  if (reachable && !failed) {
+    Bump(counters_.delivered, u.messages);
+    rs.unsent.reset();
+    rs.retry_backoff = absl::ZeroDuration();
+    return true;
+  }
+  if (!reachable) {
+    // The peer is gone: lost, as in DrainSub().
+    rs.credit += u.messages;
+    rs.sent -= u.messages;
+    rs.lost_pending += u.messages + u.missed;
+    Bump(counters_.deliveries_lost, u.messages);
+    Bump(counters_.send_failures);
+    rs.unsent.reset();
+    rs.retry_backoff = absl::ZeroDuration();
+    Detach(s.routing_id);
+    return false;
+  }
+  rs.retry_backoff =
+      std::clamp(2 * rs.retry_backoff, kPlainRetryMin, kPlainRetryMax);
+  stalled_[rs.key] = absl::Now() + rs.retry_backoff;
+  return false;
+}
+
+void Server::Impl::DropUnsent(RemoteSub& rs) {
+  stalled_.erase(rs.key);
+  if (!rs.unsent) return;
+  // Taken from the core queue (which counts them delivered) and never sent.
+  Bump(counters_.deliveries_lost, rs.unsent->messages);
+  rs.unsent.reset();
+}
+
 bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
+  // What a full pipe refused goes first, in order.
+  if (!SendUnsent(s, rs)) return false;
   size_t budget = kTurnBudget;
   while (budget > 0) {
     // Out of credit: leave the ready set, or the loop would spin on it.
@@ -1376,23 +1487,34 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     budget -= n;
     bool failed = false;
     const bool reachable = SendDeliver(s.routing_id, &failed);
-    if (!reachable || failed) {
-      // Nothing went out. ZeroMQ refused the message (counted in
-      // send_failures; within credit it should not), or the peer is gone
-      // (EHOSTUNREACH). Taken from the core queue, so lost here: counted
-      // now, whether or not the session is ever resumed, and reported
-      // missed on this subscription's next delivery, with the drops this
-      // Deliver carried. Their credit is the client's again.
+    if (!reachable) {
+      // Nothing went out: the peer is gone (EHOSTUNREACH). Taken from the
+      // core queue, so lost here: counted now, whether or not the session
+      // is ever resumed, and reported missed on this subscription's next
+      // delivery, with the drops this Deliver carried. Their credit is the
+      // client's again.
       rs.credit += n;
       rs.sent -= n;
       rs.lost_pending += n + missed;
       Bump(counters_.deliveries_lost, n);
-      if (!reachable) {
-        Bump(counters_.send_failures);
-        Detach(s.routing_id);
-        return false;
-      }
-      return true;  // Tried again on the next turn.
+      Bump(counters_.send_failures);
+      Detach(s.routing_id);
+      return false;
+    }
+    if (failed) {
+      // ZeroMQ refused it (counted in send_failures): the client's pipe is
+      // full, which a client that returns credit for what it has not read
+      // can make happen. Kept, and tried again after a backoff (see
+      // SendUnsent()); nothing else of this subscription goes before it.
+      rs.unsent = RemoteSub::Unsent{
+          .body = body_,
+          .payloads = std::move(payloads_),
+          .messages = n,
+          .missed = missed,
+      };
+      rs.retry_backoff = kPlainRetryMin;
+      stalled_[rs.key] = absl::Now() + rs.retry_backoff;
+      return false;
     }
     Bump(counters_.delivered, n);
   }

@@ -40,9 +40,16 @@ constexpr auto kReplyTimeout = std::chrono::seconds(30);
 // A DEALER speaking the Herald protocol, for tests.
 class RawClient {
  public:
-  RawClient(zmq::context_t& context, const std::string& endpoint)
+  // `small_receive`: the client holds little that it has not read (RCVHWM
+  // 1, a small kernel buffer), so that the server's pipe fills.
+  RawClient(zmq::context_t& context, const std::string& endpoint,
+            bool small_receive = false)
       : socket_(context, zmq::socket_type::dealer) {
     socket_.set(zmq::sockopt::linger, 0);
+    if (small_receive) {
+      socket_.set(zmq::sockopt::rcvhwm, 1);
+      socket_.set(zmq::sockopt::rcvbuf, 4096);
+    }
     socket_.connect(endpoint);
   }
 
@@ -221,8 +228,9 @@ class ServerTest : public ::testing::Test {
     server_ = std::move(*server);
   }
 
-  std::unique_ptr<RawClient> Connect() {
-    return std::make_unique<RawClient>(context_, server_->sdk_endpoint());
+  std::unique_ptr<RawClient> Connect(bool small_receive = false) {
+    return std::make_unique<RawClient>(context_, server_->sdk_endpoint(),
+                                       small_receive);
   }
 
   // A plain SUB on the subscribe endpoint, subscribed to `prefix`, whose
@@ -752,6 +760,63 @@ TEST_F(ServerTest, ADeliverToAConnectionFoundGoneIsCountedLostAtOnce) {
   ASSERT_EQ(after.size(), queued);
   EXPECT_EQ(after[0].missed(), server.deliveries_lost());
   EXPECT_EQ(server_->Stats().deliveries_lost(), server.deliveries_lost());
+}
+
+// A client that returns credit for what it has not read can fill its pipe
+// (ZeroMQ refuses the send: EAGAIN). The Deliver is kept and goes out when
+// the client reads again: nothing is lost.
+TEST_F(ServerTest, ADeliverAFullPipeRefusesGoesOutLaterAndNothingIsLost) {
+  ServerOptions o;
+  o.max_credit = 8;
+  o.max_subscriptions_per_client = 1;  // A send high-water mark of 1000.
+  StartServer(o);
+  auto client = Connect(/*small_receive=*/true);
+  client->Hello();
+  ASSERT_EQ(
+      client->Subscribe(1, "full.t", /*credit=*/8, size_t{1} << 18).body_case(),
+      v1::Envelope::kAck);
+  const std::string payload(1024, 'x');
+  uint64_t published = 0;
+  uint64_t credited = 0;  // Credit returned for what the server sent.
+  ASSERT_TRUE(WaitFor([&] {
+    for (int i = 0; i < 256 && published < 200000; ++i) {
+      EXPECT_THAT(broker_->Publish("full.t", payload), IsOk());
+      ++published;
+      const uint64_t sent = server_->Stats().delivered();
+      if (sent > credited) {
+        client->Credit(1, sent - credited);
+        credited = sent;
+      }
+    }
+    return server_->Stats().send_failures() > 0;
+  })) << "published "
+      << published;
+  RecordProperty("published_until_refused", static_cast<int>(published));
+
+  // The client reads everything, in order, returning credit only for what it
+  // reads beyond what it already returned.
+  uint64_t received = 0;
+  uint64_t missed = 0;
+  while (received < published) {
+    auto d = client->ReceiveBody(v1::Envelope::kDeliver);
+    ASSERT_TRUE(d.has_value())
+        << "received " << received << " of " << published;
+    for (const v1::DeliverEntry& e : d->env.deliver().entries()) {
+      missed += e.missed();
+      ++received;
+      ASSERT_EQ(e.sequence(), received + missed);
+    }
+    if (received > credited) {
+      client->Credit(1, received - credited);
+      credited = received;
+    }
+  }
+  EXPECT_EQ(received, published);
+  EXPECT_EQ(missed, 0u);
+  const v1::ServerStats server = server_->Stats();
+  EXPECT_EQ(server.deliveries_lost(), 0u);
+  EXPECT_EQ(server.delivered(), published);
+  EXPECT_GE(server.send_failures(), 1u);
 }
 
 // DESIGN.md: kBlock toward a remote publisher withholds that session's
