@@ -1248,6 +1248,18 @@ void Server::Impl::ResumeOnNewConnection(Session& s, const v1::Hello& hello) {
       Bump(counters_.deliveries_lost, lost);
     }
     rs.sent = std::min(on_wire, r.received()) + unsent;
+    if (rs.unsent && rs.lost_pending > 0) {
+      // The lost ones came before the unsent Deliver: it reports them.
+      v1::Envelope env;
+      if (env.ParseFromString(rs.unsent->body) &&
+          env.deliver().entries_size() > 0) {
+        v1::DeliverEntry* first = env.mutable_deliver()->mutable_entries(0);
+        first->set_missed(first->missed() + rs.lost_pending);
+        rs.unsent->missed += rs.lost_pending;
+        rs.lost_pending = 0;
+        rs.unsent->body = env.SerializeAsString();
+      }
+    }
     rs.returned = std::max(rs.returned, r.returned());
     const uint64_t granted = rs.initial_credit + rs.returned;
     rs.credit = granted > rs.sent

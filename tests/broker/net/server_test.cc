@@ -765,6 +765,31 @@ TEST_F(ServerTest, ADeliverToAConnectionFoundGoneIsCountedLostAtOnce) {
 // A client that returns credit for what it has not read can fill its pipe
 // (ZeroMQ refuses the send: EAGAIN). The Deliver is kept and goes out when
 // the client reads again: nothing is lost.
+// Publishes 1 KiB messages to `topic`, which `client` subscribes to as sid
+// 1 without reading, returning credit for every message the server sends,
+// until ZeroMQ refuses a Deliver (its pipe is full). Sets how many were
+// published and how much credit was returned.
+void FillPipe(Broker& broker, Server& server, RawClient& client,
+              const std::string& topic, uint64_t* published,
+              uint64_t* credited) {
+  const std::string payload(1024, 'x');
+  ASSERT_TRUE(WaitFor([&] {
+    for (int i = 0; i < 256 && *published < 200000; ++i) {
+      EXPECT_THAT(broker.Publish(topic, payload), IsOk());
+      ++*published;
+      const uint64_t sent = server.Stats().delivered();
+      if (sent > *credited) {
+        client.Credit(1, sent - *credited);
+        *credited = sent;
+      }
+    }
+    return server.Stats().send_failures() > 0;
+  })) << "published "
+      << *published;
+  ::testing::Test::RecordProperty("published_until_refused",
+                                  static_cast<int>(*published));
+}
+
 TEST_F(ServerTest, ADeliverAFullPipeRefusesGoesOutLaterAndNothingIsLost) {
   ServerOptions o;
   o.max_credit = 8;
@@ -775,23 +800,10 @@ TEST_F(ServerTest, ADeliverAFullPipeRefusesGoesOutLaterAndNothingIsLost) {
   ASSERT_EQ(
       client->Subscribe(1, "full.t", /*credit=*/8, size_t{1} << 18).body_case(),
       v1::Envelope::kAck);
-  const std::string payload(1024, 'x');
   uint64_t published = 0;
   uint64_t credited = 0;  // Credit returned for what the server sent.
-  ASSERT_TRUE(WaitFor([&] {
-    for (int i = 0; i < 256 && published < 200000; ++i) {
-      EXPECT_THAT(broker_->Publish("full.t", payload), IsOk());
-      ++published;
-      const uint64_t sent = server_->Stats().delivered();
-      if (sent > credited) {
-        client->Credit(1, sent - credited);
-        credited = sent;
-      }
-    }
-    return server_->Stats().send_failures() > 0;
-  })) << "published "
-      << published;
-  RecordProperty("published_until_refused", static_cast<int>(published));
+  FillPipe(*broker_, *server_, *client, "full.t", &published, &credited);
+  if (HasFatalFailure()) return;
 
   // The client reads everything, in order, returning credit only for what it
   // reads beyond what it already returned.
@@ -817,6 +829,56 @@ TEST_F(ServerTest, ADeliverAFullPipeRefusesGoesOutLaterAndNothingIsLost) {
   EXPECT_EQ(server.deliveries_lost(), 0u);
   EXPECT_EQ(server.delivered(), published);
   EXPECT_GE(server.send_failures(), 1u);
+}
+
+// The connection breaks with the pipe full: what was on it is lost, and
+// reported missed by the first delivery on the resumed session's new
+// connection, whether that is the Deliver the full pipe refused or one
+// made after it.
+TEST_F(ServerTest, AResumeAfterAFullPipeReportsWhatTheOldConnectionLost) {
+  ServerOptions o;
+  o.max_credit = 8;
+  o.max_subscriptions_per_client = 1;
+  StartServer(o);
+  constexpr char kSession[] = "full-pipe-sess-1";
+  auto first = Connect(/*small_receive=*/true);
+  first->Hello(kSession);
+  ASSERT_EQ(
+      first->Subscribe(1, "full.r", /*credit=*/8, size_t{1} << 18).body_case(),
+      v1::Envelope::kAck);
+  uint64_t published = 0;
+  uint64_t credited = 0;
+  FillPipe(*broker_, *server_, *first, "full.r", &published, &credited);
+  if (HasFatalFailure()) return;
+  first.reset();  // Nothing of it was read.
+
+  auto second = Connect();
+  v1::ResumeState state;
+  state.set_sid(1);
+  state.set_received(0);
+  state.set_returned(credited);
+  EXPECT_TRUE(second->Hello(kSession, {state}).resumed());
+  uint64_t received = 0;
+  uint64_t missed = 0;
+  uint64_t returned = 0;  // On the new connection.
+  while (received + missed < published) {
+    auto d = second->ReceiveBody(v1::Envelope::kDeliver);
+    ASSERT_TRUE(d.has_value()) << "received " << received << ", missed "
+                               << missed << " of " << published;
+    for (const v1::DeliverEntry& e : d->env.deliver().entries()) {
+      missed += e.missed();
+      ++received;
+      ASSERT_EQ(e.sequence(), received + missed);
+    }
+    second->Credit(1, received - returned);
+    returned = received;
+  }
+  EXPECT_EQ(received + missed, published);
+  EXPECT_GT(missed, 0u);
+  const v1::ServerStats server = server_->Stats();
+  EXPECT_EQ(server.deliveries_lost(), missed);
+  // `delivered` counts what was handed to ZeroMQ, lost on the wire or not.
+  EXPECT_GE(server.delivered(), received);
 }
 
 // DESIGN.md: kBlock toward a remote publisher withholds that session's
