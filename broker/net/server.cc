@@ -43,6 +43,16 @@ using internal::Bump;
 using internal::Drop;
 using internal::Read;
 
+// The Error fields of a Publish refused as a whole before it was processed
+// (docs/protocol.md): a client that asked no Ack for it can tell which.
+v1::Error UnprocessedBatch(const v1::Publish& publish) {
+  v1::Error e;
+  e.set_batch_sequence(publish.batch_sequence());
+  e.set_whole_batch(true);
+  e.set_unprocessed(true);
+  return e;
+}
+
 // Messages one subscription may send per loop turn, so that one busy
 // subscription does not starve the others or the socket's input.
 constexpr size_t kDeliverBatch = 64;
@@ -810,11 +820,19 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
     // heartbeat, which keeps the client from giving the session up.
     if (session.held.size() >= kMaxHeldMessages) {
       Bump(counters_.malformed);
+      v1::Error where;
+      if (env.body_case() == v1::Envelope::kPublish) {
+        // Per entry, as HandlePublish() counts refusals.
+        Bump(counters_.publish_refused,
+             std::max<uint64_t>(1, env.publish().entries_size()));
+        where = UnprocessedBatch(env.publish());
+      }
       SendError(routing_id, env.request_id(),
                 absl::ResourceExhaustedError(absl::StrCat(
                     "session: ", kMaxHeldMessages,
                     " messages already wait behind a publish blocked by a "
-                    "full kBlock queue")));
+                    "full kBlock queue")),
+                std::move(where));
       return;
     }
     session.held.push_back(std::move(frames));
@@ -831,15 +849,19 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
   }
   if (intake_stopped && (env.body_case() == v1::Envelope::kPublish ||
                          env.body_case() == v1::Envelope::kSubscribe)) {
+    v1::Error where;
     if (env.body_case() == v1::Envelope::kPublish) {
       // Per entry, as HandlePublish() counts refusals.
       Bump(counters_.publish_refused,
            std::max<uint64_t>(1, env.publish().entries_size()));
+      where = UnprocessedBatch(env.publish());
     } else {
       Bump(counters_.subscriptions_refused);
+      where.set_sid(env.subscribe().sid());
     }
     SendError(routing_id, env.request_id(),
-              absl::UnavailableError("the server is stopping"));
+              absl::UnavailableError("the server is stopping"),
+              std::move(where));
     return;
   }
   switch (env.body_case()) {

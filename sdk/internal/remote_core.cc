@@ -35,6 +35,10 @@ constexpr uint64_t kPipelinedMessages = 64;
 // How long batches sent without asking an Ack may stay unsettled once the
 // publisher is idle, before a Ping settles them (see SendBatches()).
 constexpr absl::Duration kSettleDelay = absl::Milliseconds(2);
+// A Flush Ping, settle Ping or stats request that the broker refused
+// because the session's messages wait behind a blocked publish (held full)
+// is asked again after this long.
+constexpr absl::Duration kRequestRetryDelay = absl::Milliseconds(10);
 
 // Credit window of a subscription that sets no queue_capacity (then the
 // broker's default capacity applies, which the client does not know).
@@ -901,6 +905,7 @@ void RemoteCore::Loop() {
         established
             ? std::min({next_ping_, last_rx_ + Liveness(), settle_ping_at_})
             : next_hello_;
+    if (requests_retry_at_ > now) next = std::min(next, requests_retry_at_);
     const int timeout_ms = static_cast<int>(std::clamp<int64_t>(
         absl::ToInt64Milliseconds(next - now) + 1, 0, 1000));
     // ZMQ_FD is edge-triggered: sleep on it only once the sockets say there
@@ -1352,6 +1357,9 @@ void RemoteCore::OnError(const v1::Envelope& env) {
   }
   if (env.request_id() != 0 && env.request_id() == settle_ping_id_) {
     settle_ping_id_ = 0;  // Refused: no Pong will come; a later one may go.
+    if (!error.no_session() && publish_progress_ && !unacked_.empty()) {
+      settle_ping_at_ = absl::Now() + kRequestRetryDelay;
+    }
   }
   if (error.no_session()) {
     // The broker no longer knows this session (it expired while we were
@@ -1359,6 +1367,35 @@ void RemoteCore::OnError(const v1::Envelope& env) {
     // subscriptions and re-sends what was pending; its Welcome counts the
     // unacknowledged batches lost.
     LoseSession("the broker has no session for this client");
+    return;
+  }
+  if (error.unprocessed() && error.batch_sequence() != 0) {
+    // A batch refused as a whole before it was processed (the session's
+    // held messages were full, or the server is stopping), with or without
+    // an Ack asked: no Ack will come. Its messages count refused; a Pong
+    // settles it.
+    requests_.erase(env.request_id());
+    bool found = false;
+    {
+      absl::MutexLock lock(&mu_);
+      for (SentBatch& b : unacked_) {
+        if (b.sequence != error.batch_sequence()) continue;
+        stats_.publish_dropped_by_reason[static_cast<size_t>(
+            PublishDrop::kBrokerRefused)] += b.messages - b.refused;
+        b.refused = b.messages;
+        b.refused_unprocessed = true;
+        b.request_id = 0;
+        found = true;
+        break;
+      }
+    }
+    if (found) {
+      ReportError(absl::Status(
+          status.code(),
+          absl::StrCat("publish batch ", error.batch_sequence(),
+                       " refused by the broker: ", status.message())));
+      MaybeArmSettlePing();
+    }
     return;
   }
   auto req = requests_.find(env.request_id());
@@ -1469,11 +1506,28 @@ void RemoteCore::OnError(const v1::Envelope& env) {
       if (!it->second.waiter) subs_.erase(it);
       return;
     }
-    case Request::Kind::kHeartbeat:
     case Request::Kind::kFlushPing:
     case Request::Kind::kStats:
-      // Only a missing session (above) makes the broker refuse these; a
-      // server that does not mark it is treated the same way.
+      if (status.code() == absl::StatusCode::kResourceExhausted) {
+        // Refused behind a publish blocked by a full kBlock queue (the
+        // session's held messages are full): asked again shortly.
+        requests_.erase(req);
+        {
+          absl::MutexLock lock(&mu_);
+          for (const std::shared_ptr<FlushWaiter>& f : flushes_) {
+            if (f->ping_id == env.request_id()) f->ping_id = 0;
+          }
+          for (const std::shared_ptr<StatsWaiter>& s : stats_waiters_) {
+            if (s->request_id == env.request_id()) s->request_id = 0;
+          }
+        }
+        requests_retry_at_ = absl::Now() + kRequestRetryDelay;
+        return;
+      }
+      [[fallthrough]];
+    case Request::Kind::kHeartbeat:
+      // Otherwise only a missing session (above) makes the broker refuse
+      // these; a server that does not mark it is treated the same way.
       requests_.erase(req);
       LoseSession(
           absl::StrCat("the broker refused a request: ", status.message()));
@@ -1752,7 +1806,7 @@ void RemoteCore::DoWork() {
   // Flush pings (after the batches they cover) and stats requests.
   std::vector<uint64_t> pings;
   std::vector<uint64_t> stats;
-  {
+  if (absl::Now() >= requests_retry_at_) {
     absl::MutexLock lock(&mu_);
     for (const std::shared_ptr<FlushWaiter>& f : flushes_) {
       if (f->done || f->ping_id != 0 || sent_total_ < f->target) continue;

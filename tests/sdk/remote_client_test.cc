@@ -548,11 +548,17 @@ class ScriptedBroker {
   using OnPublish = std::function<void(const v1::Envelope&, const Reply&,
                                        Progress* progress)>;
 
+  // Called for each round-trip Ping (not a heartbeat); returns true if it
+  // answered it itself.
+  using OnPing = std::function<bool(const v1::Envelope&, const Reply&)>;
+
   // `publish_progress`: the Welcome says the Acks and Pongs carry publish
   // progress (false: an older server, whose client asks every Ack).
-  explicit ScriptedBroker(OnPublish on_publish, bool publish_progress = true)
+  explicit ScriptedBroker(OnPublish on_publish, bool publish_progress = true,
+                          OnPing on_ping = nullptr)
       : router_(context_, zmq::socket_type::router),
         on_publish_(std::move(on_publish)),
+        on_ping_(std::move(on_ping)),
         publish_progress_(publish_progress) {
     router_.set(zmq::sockopt::linger, 0);
     router_.bind("tcp://127.0.0.1:*");
@@ -597,6 +603,10 @@ class ScriptedBroker {
       } else if (in.has_publish()) {
         on_publish_(in, reply, &progress_);
       } else if (in.has_ping()) {
+        if (!in.ping().heartbeat() && on_ping_ != nullptr &&
+            on_ping_(in, reply)) {
+          continue;
+        }
         v1::Envelope pong;
         pong.set_request_id(in.request_id());
         pong.mutable_pong();  // Empty from a server without progress.
@@ -614,6 +624,7 @@ class ScriptedBroker {
   zmq::socket_t router_;
   std::string endpoint_;
   const OnPublish on_publish_;
+  const OnPing on_ping_;
   const bool publish_progress_;
   Progress progress_;  // Confined to the broker's thread.
   std::atomic<bool> done_{false};
@@ -802,6 +813,78 @@ TEST(RemoteClientTest, ABatchRefusedUnprocessedIsSettledAsRefused) {
   EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 0u);
   EXPECT_EQ(stats.publish_acked, 0u);
   EXPECT_EQ(stats.publish_in_flight, 0u);
+  c.client.reset();
+}
+
+// A batch refused before it was processed, whether it asked an Ack or not,
+// is told by its batch sequence: its messages count refused, not lost.
+TEST(RemoteClientTest, BatchesRefusedUnprocessedWithoutAnAckAreRefusedNotLost) {
+  ScriptedBroker broker([](const v1::Envelope& in,
+                           const ScriptedBroker::Reply& reply, Progress*) {
+    v1::Envelope error;  // Not counted in the progress: not processed.
+    v1::Error* e = error.mutable_error();
+    e->set_status_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
+    e->set_batch_sequence(in.publish().batch_sequence());
+    e->set_whole_batch(true);
+    e->set_unprocessed(true);
+    reply(error);  // Request id 0, even for a batch that asked an Ack.
+  });
+  ScriptedClient c;
+  ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
+  constexpr uint64_t kMessages = 200;
+  for (uint64_t i = 0; i < kMessages; ++i) {
+    ASSERT_THAT(c.publisher->Publish("t", absl::StrCat(i)), IsOk());
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    const ClientStats s = c.client->Stats();
+    return s.publish_in_flight == 0 && s.publish_buffered == 0;
+  }));
+  const ClientStats stats = c.client->Stats();
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kBrokerRefused), kMessages);
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 0u);
+  EXPECT_EQ(stats.batches_lost, 0u);
+  EXPECT_EQ(stats.publish_acked, 0u);
+  EXPECT_EQ(stats.sessions, 1u);
+  c.client.reset();
+}
+
+// A Flush whose Ping the broker refuses for now (messages held behind a
+// blocked publish) asks again: the session is not given up.
+TEST(RemoteClientTest, AFlushPingRefusedBehindABlockedPublishIsAskedAgain) {
+  std::atomic<int> refused{0};
+  ScriptedBroker broker(
+      [](const v1::Envelope& in, const ScriptedBroker::Reply& reply,
+         Progress* progress) {
+        progress->Count(in);
+        if (in.request_id() == 0) return;
+        v1::Envelope ack;
+        ack.set_request_id(in.request_id());
+        ack.mutable_ack()->set_acked_batch_sequence(progress->last_batch);
+        ack.mutable_ack()->set_batches_processed(progress->batches);
+        ack.mutable_ack()->set_entries_processed(progress->entries);
+        reply(ack);
+      },
+      /*publish_progress=*/true,
+      [&](const v1::Envelope& in, const ScriptedBroker::Reply& reply) {
+        if (refused.load() >= 3) return false;
+        refused.fetch_add(1);
+        v1::Envelope error;
+        error.set_request_id(in.request_id());
+        error.mutable_error()->set_status_code(
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+        reply(error);
+        return true;
+      });
+  ScriptedClient c;
+  ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
+  ASSERT_THAT(c.publisher->Publish("t", "m"), IsOk());
+  ASSERT_THAT(c.client->Flush(absl::Now() + kWait), IsOk());
+  EXPECT_EQ(refused.load(), 3);
+  const ClientStats stats = c.client->Stats();
+  EXPECT_EQ(stats.sessions, 1u);
+  EXPECT_EQ(stats.reconnects, 0u);
+  EXPECT_EQ(stats.publish_acked, 1u);
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 0u);
   c.client.reset();
 }
 

@@ -992,9 +992,41 @@ TEST_F(ServerTest, APublishRefusedWhileStoppingCountsEachEntry) {
   EXPECT_EQ(error->env.request_id(), 9u);
   EXPECT_EQ(error->env.error().status_code(),
             static_cast<int>(absl::StatusCode::kUnavailable));
+  // Which batch, refused whole and unprocessed: no Ack will settle it.
+  EXPECT_EQ(error->env.error().batch_sequence(), 1u);
+  EXPECT_TRUE(error->env.error().whole_batch());
+  EXPECT_TRUE(error->env.error().unprocessed());
   // Per entry, as a refusal by the broker counts.
   EXPECT_EQ(server_->Stats().publish_refused(), 3u);
   EXPECT_EQ(server_->Stats().publish_accepted(), 0u);
+}
+
+// Past the messages a session may have waiting behind a blocked publish, a
+// Publish is refused at once, saying which batch (even with no Ack asked),
+// and counted per entry; a heartbeat is still answered.
+TEST_F(ServerTest, APublishPastTheHeldLimitIsRefusedUnprocessed) {
+  absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Seconds(10));
+  ASSERT_THAT(sub, IsOk());
+  auto client = BlockedPublisher();
+  constexpr int kHeldLimit = 1024;  // kMaxHeldMessages in server.cc.
+  for (int i = 0; i < kHeldLimit; ++i) client->SendPing(100 + i);
+  client->Publish(2, {"blk.t", "blk.t"}, {"c", "d"}, /*request_id=*/0);
+  auto error = client->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(error->env.error().batch_sequence(), 2u);
+  EXPECT_TRUE(error->env.error().whole_batch());
+  EXPECT_TRUE(error->env.error().unprocessed());
+  EXPECT_EQ(server_->Stats().publish_refused(), 2u);
+  // A round-trip Ping is refused too, with no batch; a heartbeat is not.
+  client->SendPing(9);
+  auto ping_error = client->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(ping_error.has_value());
+  EXPECT_EQ(ping_error->env.request_id(), 9u);
+  EXPECT_EQ(ping_error->env.error().batch_sequence(), 0u);
+  client->SendPing(10, /*heartbeat=*/true);
+  client->ExpectReply(v1::Envelope::kPong, 10);
 }
 
 TEST_F(ServerTest, RequestsWithoutSessionAreRefused) {
