@@ -115,11 +115,12 @@ absl::Status ValidateOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError("server: every endpoint is empty");
   }
   if (o.max_clients == 0 || o.max_subscriptions_per_client == 0 ||
-      o.max_batch_messages == 0 || o.max_credit == 0 ||
-      o.plain_queue_capacity == 0) {
+      o.max_queue_capacity_per_client == 0 || o.max_batch_messages == 0 ||
+      o.max_credit == 0 || o.plain_queue_capacity == 0) {
     return absl::InvalidArgumentError(
         "server: max_clients, max_subscriptions_per_client, "
-        "max_batch_messages, max_credit and plain_queue_capacity must be > 0");
+        "max_queue_capacity_per_client, max_batch_messages, max_credit and "
+        "plain_queue_capacity must be > 0");
   }
   if (o.session_ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("server: session_ttl must be > 0");
@@ -246,6 +247,8 @@ class Server::Impl {
     };
     std::optional<Unsent> unsent;
     absl::Duration retry_backoff = absl::ZeroDuration();
+    // Its queue's capacity, in the session's queue_capacity.
+    size_t capacity = 0;
   };
   struct BlockedPublish {
     v1::Envelope env;
@@ -268,6 +271,9 @@ class Server::Impl {
     std::unique_ptr<BlockedPublish> blocked;
     std::deque<std::vector<zmq::message_t>> held;
     absl::flat_hash_map<uint64_t, std::unique_ptr<RemoteSub>> subs;
+    // The sum of its subscriptions' queue capacities
+    // (max_queue_capacity_per_client).
+    size_t queue_capacity = 0;
     // The last Publish batch processed, and how many batches and entries
     // were (the Ack's and Pong's publish progress).
     uint64_t last_batch = 0;
@@ -1161,6 +1167,21 @@ void Server::Impl::HandleSubscribe(Session& s, const v1::Envelope& env) {
         options_.max_credit, "] (max_credit)")));
     return;
   }
+  // The core checks the capacity against max_queue_capacity; the session's
+  // total is checked here.
+  const size_t capacity = req.capacity() != 0
+                              ? req.capacity()
+                              : broker_->options().default_queue_capacity;
+  if (capacity <= broker_->options().max_queue_capacity &&
+      s.queue_capacity + capacity > options_.max_queue_capacity_per_client) {
+    refuse(absl::ResourceExhaustedError(
+        absl::StrCat("subscribe: a queue of ", capacity,
+                     " messages would take the session's queues to ",
+                     s.queue_capacity + capacity, " messages, over ",
+                     options_.max_queue_capacity_per_client,
+                     " (max_queue_capacity_per_client)")));
+    return;
+  }
   SubscriptionOptions o;
   if (req.capacity() != 0) o.queue_capacity = req.capacity();
   o.overflow = FromProto(req.overflow(), broker_->options().default_overflow);
@@ -1186,6 +1207,8 @@ void Server::Impl::HandleSubscribe(Session& s, const v1::Envelope& env) {
   rs->credit = req.initial_credit();
   rs->initial_credit = req.initial_credit();
   rs->request = req.SerializeAsString();
+  rs->capacity = capacity;
+  s.queue_capacity += capacity;
   keys_[key] = {s.routing_id, req.sid()};
   s.subs.emplace(req.sid(), std::move(rs));
   Bump(counters_.remote_subscriptions);
@@ -1209,6 +1232,7 @@ void Server::Impl::HandleUnsubscribe(Session& s, const v1::Envelope& env) {
   }
   absl::StatusOr<SubscriptionTotals> totals = it->second->subscription.Close();
   DropUnsent(*it->second);
+  s.queue_capacity -= it->second->capacity;
   Drop(counters_.remote_subscriptions);
   keys_.erase(it->second->key);
   ready_.erase(it->second->key);

@@ -43,6 +43,13 @@ struct ServerOptions {
   size_t max_clients = 1024;
   // Most subscriptions per session. Default: 1024. Must be > 0.
   size_t max_subscriptions_per_client = 1024;
+  // Most queue capacity (messages) one session's subscriptions may hold
+  // together; past it Subscribe gets kResourceExhausted. A queue takes its
+  // whole capacity in memory when it is made (16 bytes a slot), so this
+  // bounds what one client can make the server allocate: 1 << 22 slots is
+  // 64 MiB. Default: 1 << 22 (four queues of the broker's default
+  // max_queue_capacity). Must be > 0.
+  size_t max_queue_capacity_per_client = size_t{1} << 22;
   // A session silent this long expires. Default: 10s. Must be > 0.
   absl::Duration session_ttl = absl::Seconds(10);
   // Most entries in one Publish batch. Default: 1024. Must be > 0.

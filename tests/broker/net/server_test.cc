@@ -1175,6 +1175,46 @@ TEST_F(ServerTest, LimitsOnClientsAndSubscriptions) {
             static_cast<int>(absl::StatusCode::kAlreadyExists));
 }
 
+// A session's queues together hold at most max_queue_capacity_per_client
+// messages: one client cannot make the server allocate without bound.
+TEST_F(ServerTest, ASessionsQueueCapacityIsBounded) {
+  ServerOptions o;
+  o.max_queue_capacity_per_client = 100;
+  StartServer(o);
+  auto client = Connect();
+  client->Hello();
+  ASSERT_EQ(client->Subscribe(1, "q.a", 10, 60).body_case(),
+            v1::Envelope::kAck);
+  v1::Envelope over = client->Subscribe(2, "q.b", 10, 50);
+  ASSERT_EQ(over.body_case(), v1::Envelope::kError);
+  EXPECT_EQ(over.error().status_code(),
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(over.error().message(),
+              HasSubstr("max_queue_capacity_per_client"));
+  EXPECT_EQ(over.error().sid(), 2u);
+  // The broker's default capacity (1024) counts when none is asked for.
+  EXPECT_EQ(client->Subscribe(2, "q.b", 10).error().status_code(),
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+  ASSERT_EQ(client->Subscribe(2, "q.b", 10, 40).body_case(),
+            v1::Envelope::kAck);  // 100 in all: at the limit.
+  EXPECT_EQ(server_->Stats().subscriptions_refused(), 2u);
+  // Another session has its own budget.
+  auto other = Connect();
+  other->Hello("other-session-01");
+  EXPECT_EQ(other->Subscribe(1, "q.c", 10, 100).body_case(),
+            v1::Envelope::kAck);
+  // An unsubscribe gives its capacity back.
+  v1::Envelope unsub;
+  unsub.set_request_id(50);
+  unsub.mutable_unsubscribe()->set_sid(1);
+  client->Send(unsub);
+  client->ExpectReply(v1::Envelope::kAck, 50);
+  EXPECT_EQ(client->Subscribe(3, "q.d", 10, 60).body_case(),
+            v1::Envelope::kAck);
+  EXPECT_EQ(client->Subscribe(4, "q.e", 10, 1).body_case(),
+            v1::Envelope::kError);
+}
+
 TEST_F(ServerTest, TheSameSubscribeAgainIsAcknowledgedAndChangesNothing) {
   auto client = Connect();
   client->Hello();
