@@ -111,14 +111,17 @@ class Subscriber {
   // Closes the subscription and returns its final totals, for which
   // matched == delivered + dropped() + abandoned holds exactly: `delivered`
   // counts what the application took, and messages buffered in the client
-  // when it closed count as abandoned. A second Close() returns the same
-  // result. Returns kFailedPrecondition on an empty handle, after
-  // Client::Close(), or when called from the subscription's own callback
-  // while another thread is closing it (that close waits for the callback);
-  // remote, kUnavailable if the broker did not send the
-  // totals within ClientOptions::request_timeout or restarted meanwhile (the
-  // subscription is closed all the same). Blocks for at most one broker round
-  // trip (remote) or one publish (in-process, see Subscription::Close()).
+  // when it closed count as abandoned. Remote, after a broker restart they
+  // are the totals of the subscription the SDK made again (the new broker
+  // knows nothing earlier); messages of the earlier broker still buffered
+  // then count in neither. A second Close() returns the same result. Returns
+  // kFailedPrecondition on an empty handle, after Client::Close(), or when
+  // called from the subscription's own callback while another thread is closing
+  // it (that close waits for the callback); remote, kUnavailable if the broker
+  // did not send the totals within ClientOptions::request_timeout or restarted
+  // meanwhile (the subscription is closed all the same). Blocks for at most one
+  // broker round trip (remote) or one publish (in-process, see
+  // Subscription::Close()).
   absl::StatusOr<SubscriptionTotals> Close();
 
  private:

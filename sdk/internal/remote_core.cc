@@ -447,7 +447,11 @@ void RemoteCore::ScheduleCallbacks(const std::shared_ptr<RemoteSub>& sub,
 Received RemoteCore::TakeFrontLocked(RemoteSub& sub) {
   Received r = std::move(sub.buffer.front());
   sub.buffer.pop_front();
-  ++sub.app_delivered;
+  if (sub.buffered_earlier > 0) {
+    --sub.buffered_earlier;
+  } else {
+    ++sub.app_delivered;
+  }
   Bump(counters_.delivered);
   Drop(counters_.buffered, 1);
   return r;
@@ -794,6 +798,9 @@ void RemoteCore::SendSubscribe(uint64_t sid,
       sub->io_received = 0;
       sub->io_returned = 0;
       sub->epoch = epoch;
+      // What is buffered now came before this incarnation.
+      sub->app_delivered = 0;
+      sub->buffered_earlier = sub->buffer.size();
     } else {
       grant = sub->granted;  // The same request again: the same accounting.
     }

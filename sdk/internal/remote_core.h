@@ -91,8 +91,11 @@ struct RemoteSub {
   uint64_t granted ABSL_GUARDED_BY(mu) = 0;
   // Consumed and not yet returned (negative: a debt, see above).
   int64_t unreturned ABSL_GUARDED_BY(mu) = 0;
-  // Messages handed to the application.
+  // Messages of the current incarnation handed to the application (its
+  // broker's totals know nothing of an earlier one's), and how many of the
+  // buffered messages, at the front, are of earlier incarnations.
   uint64_t app_delivered ABSL_GUARDED_BY(mu) = 0;
+  uint64_t buffered_earlier ABSL_GUARDED_BY(mu) = 0;
 
   // Callback subscriptions, a serial executor over the client's
   // CallbackPool: the function and pool (set once the Subscriber exists),

@@ -159,6 +159,62 @@ TEST(RemoteClientTest, ReconnectsAfterABrokerRestartAndReportsTheGap) {
   EXPECT_EQ(stats.broker_epoch, second.server->epoch());
   EXPECT_EQ(stats.subscriptions_active, 1u);
   EXPECT_TRUE(stats.connected);
+
+  // The totals are the new broker's incarnation's (the first broker's died
+  // with it): two taken, two left in the client's buffer.
+  ASSERT_THAT(second.broker->Publish("restart.d", "left 1"), IsOk());
+  ASSERT_THAT(second.broker->Publish("restart.d", "left 2"), IsOk());
+  ASSERT_TRUE(
+      WaitFor([&] { return (*client)->Stats().receive_buffered == 2; }));
+  absl::StatusOr<SubscriptionTotals> totals = sub->Close();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->matched, 4u);
+  EXPECT_EQ(totals->delivered, 2u);
+  EXPECT_EQ(totals->abandoned, 2u);
+  EXPECT_EQ(totals->matched,
+            totals->delivered + totals->dropped() + totals->abandoned);
+  client->reset();
+  second.Stop();
+}
+
+// Messages of the first broker still buffered when the subscription is made
+// again count in neither incarnation's totals: Close() returns the new
+// broker's, exact.
+TEST(RemoteClientTest, TotalsAfterARestartCountOnlyTheNewIncarnation) {
+  ShortTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string endpoint = absl::StrCat("ipc://", dir.path(), "/sdk");
+  BrokerAndServer first;
+  ASSERT_THAT(first.Start(endpoint), IsOk());
+  ClientOptions options;
+  options.reconnect_interval = absl::Milliseconds(10);
+  auto client = Client::Connect(endpoint, options);
+  ASSERT_THAT(client, IsOk());
+  auto sub = (*client)->Subscribe("inc.>", {});
+  ASSERT_THAT(sub, IsOk());
+  ASSERT_THAT(first.broker->Publish("inc.a", "old 1"), IsOk());
+  ASSERT_THAT(first.broker->Publish("inc.a", "old 2"), IsOk());
+  ASSERT_TRUE(
+      WaitFor([&] { return (*client)->Stats().receive_buffered == 2; }));
+
+  first.Stop();
+  ASSERT_TRUE(WaitFor([&] { return !(*client)->Stats().connected; }));
+  BrokerAndServer second;
+  ASSERT_THAT(second.Start(endpoint), IsOk());
+  ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  ASSERT_THAT(second.broker->Publish("inc.b", "new"), IsOk());
+  ASSERT_TRUE(
+      WaitFor([&] { return (*client)->Stats().receive_buffered == 3; }));
+  for (const char* payload : {"old 1", "old 2"}) {
+    absl::StatusOr<Received> r = sub->Receive(kWait);
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->payload(), payload);
+  }
+  absl::StatusOr<SubscriptionTotals> totals = sub->Close();
+  ASSERT_THAT(totals, IsOk());
+  EXPECT_EQ(totals->matched, 1u);
+  EXPECT_EQ(totals->delivered, 0u);
+  EXPECT_EQ(totals->abandoned, 1u);
   client->reset();
   second.Stop();
 }
