@@ -930,6 +930,7 @@ void Server::Impl::HandleHello(const std::string& routing_id,
     return;
   }
   bool resumed = false;
+  bool resume_applied = false;
   auto it = sessions_.find(routing_id);
   if (it != sessions_.end()) {
     resumed = it->second->session_id == hello.session_id();
@@ -951,6 +952,7 @@ void Server::Impl::HandleHello(const std::string& routing_id,
         blocked_sessions_.insert(routing_id);
       }
       ResumeOnNewConnection(*moved, hello);
+      resume_applied = true;
       sessions_.emplace(routing_id, std::move(moved));
       resumed = true;
       break;
@@ -998,6 +1000,7 @@ void Server::Impl::HandleHello(const std::string& routing_id,
   w->set_max_credit(options_.max_credit);
   w->set_resumed(resumed);
   w->set_publish_progress(true);
+  w->set_resume_applied(resume_applied);
   if (!Send(routing_id, reply)) Detach(routing_id);
 }
 

@@ -734,7 +734,7 @@ bool RemoteCore::TrySend(Parts& parts) {
 
 bool RemoteCore::FlushBlocked() {
   while (!blocked_.empty()) {
-    if (!TrySend(blocked_.front())) return false;
+    if (!TrySend(blocked_.front().parts)) return false;
     blocked_.pop_front();
   }
   return true;
@@ -745,7 +745,7 @@ void RemoteCore::SendControl(const v1::Envelope& env) {
   parts.push_back(Frame(net::MagicFrame()));
   parts.push_back(Frame(env.SerializeAsString()));
   if (blocked_.empty() && TrySend(parts)) return;
-  blocked_.push_back(std::move(parts));
+  blocked_.push_back({.parts = std::move(parts), .credit = env.has_credit()});
 }
 
 void RemoteCore::SendHello() {
@@ -1221,6 +1221,12 @@ void RemoteCore::OnWelcome(const v1::Envelope& env) {
     blocked_.clear();
     held_credits_.clear();
   } else {
+    // The Hello reported the credit of a Credit still blocked (it is in
+    // io_returned) and the broker, on this new connection, took it back:
+    // sending it now would return it twice.
+    if (w.resume_applied()) {
+      std::erase_if(blocked_, [](const Blocked& b) { return b.credit; });
+    }
     for (const Command& c : held_credits_) {
       std::shared_ptr<RemoteSub> sub;
       {

@@ -443,7 +443,14 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // the Publish (see there).
   std::vector<OutboxEntry> taken_ ABSL_GUARDED_BY(io_mu_);
   v1::Publish publish_ ABSL_GUARDED_BY(io_mu_);
-  std::deque<Parts> blocked_ ABSL_GUARDED_BY(io_mu_);
+  // Control messages ZeroMQ would not take yet, in order. A Credit among
+  // them is already in its subscription's io_returned, which a Hello
+  // resuming the session reports: that resume drops it (see OnWelcome()).
+  struct Blocked {
+    Parts parts;
+    bool credit = false;
+  };
+  std::deque<Blocked> blocked_ ABSL_GUARDED_BY(io_mu_);
   // Credit returned while no session was established: sent if the next
   // Welcome resumes the session, dropped if it does not.
   std::vector<Command> held_credits_ ABSL_GUARDED_BY(io_mu_);

@@ -422,7 +422,9 @@ TEST_F(ServerTest, HelloGetsWelcomeWithEpochAndLimits) {
   EXPECT_FALSE(w.resumed());
   EXPECT_EQ(server_->Stats().sessions_active(), 1u);
   // The same session again on the same connection: resumed.
-  EXPECT_TRUE(client->Hello().resumed());
+  const v1::Welcome again = client->Hello();
+  EXPECT_TRUE(again.resumed());
+  EXPECT_FALSE(again.resume_applied());  // The same connection: nothing lost.
 }
 
 TEST_F(ServerTest, PublishAndDeliverWithinCredit) {
@@ -753,7 +755,9 @@ TEST_F(ServerTest, ADeliverToAConnectionFoundGoneIsCountedLostAtOnce) {
   v1::ResumeState state;
   state.set_sid(1);
   state.set_received(server.delivered());
-  EXPECT_TRUE(second->Hello(kSession, {state}).resumed());
+  const v1::Welcome moved = second->Hello(kSession, {state});
+  EXPECT_TRUE(moved.resumed());
+  EXPECT_TRUE(moved.resume_applied());  // A new connection.
   ASSERT_THAT(broker_->Publish("gone.t", "after"), IsOk());
   const uint64_t queued = core->queued() + 1;
   const std::vector<v1::DeliverEntry> after = second->ReceiveEntries(queued);
