@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -39,6 +40,8 @@ constexpr absl::Duration kSettleDelay = absl::Milliseconds(2);
 // because the session's messages wait behind a blocked publish (held full)
 // is asked again after this long.
 constexpr absl::Duration kRequestRetryDelay = absl::Milliseconds(10);
+// The most messages SendHello() handles before it builds the resume state.
+constexpr int kHelloDrainLimit = 1 << 16;
 
 // Credit window of a subscription that sets no queue_capacity (then the
 // broker's default capacity applies, which the client does not know).
@@ -749,6 +752,27 @@ void RemoteCore::SendControl(const v1::Envelope& env) {
 }
 
 void RemoteCore::SendHello() {
+  // What the socket already holds is handled first, Delivers of a
+  // connection that is gone among them: the resume state below must count
+  // them, or the broker would count them lost though they arrived. (Not
+  // when this Hello comes from handling a message of that drain.)
+  if (!draining_for_hello_ && socket_ != nullptr) {
+    draining_for_hello_ = true;
+    std::vector<zmq::message_t> frames;
+    for (int i = 0; i < kHelloDrainLimit; ++i) {
+      frames.clear();
+      zmq::recv_result_t got;
+      try {
+        got = zmq::recv_multipart(*socket_, std::back_inserter(frames),
+                                  zmq::recv_flags::dontwait);
+      } catch (const zmq::error_t&) {
+        break;
+      }
+      if (!got) break;
+      HandleIncoming(frames);
+    }
+    draining_for_hello_ = false;
+  }
   v1::Envelope env;
   env.set_request_id(NextRequestId({.kind = Request::Kind::kHello}));
   v1::Hello* hello = env.mutable_hello();

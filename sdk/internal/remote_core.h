@@ -433,6 +433,8 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // Flush Pings and stats requests wait until then (the broker refused one
   // behind a blocked publish: see OnError()).
   absl::Time requests_retry_at_ ABSL_GUARDED_BY(io_mu_) = absl::InfinitePast();
+  // SendHello() is handling what the socket holds (see there).
+  bool draining_for_hello_ ABSL_GUARDED_BY(io_mu_) = false;
   // The settle Ping awaiting its Pong (0: none): no other is sent meanwhile.
   uint64_t settle_ping_id_ ABSL_GUARDED_BY(io_mu_) = 0;
   // The session's server reports publish progress (Welcome); without it
