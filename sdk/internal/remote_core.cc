@@ -1472,9 +1472,13 @@ void RemoteCore::OnError(const v1::Envelope& env) {
         absl::MutexLock lock(&mu_);
         for (SentBatch& b : unacked_) {
           if (b.sequence != error.batch_sequence()) continue;
-          // The whole batch, or one entry of it.
+          // The whole batch, or one entry of it; never more than the batch
+          // had left (a server repeating a refusal cannot make the counts
+          // wrap).
           const uint64_t refused =
-              error.whole_batch() ? b.messages - b.refused : 1;
+              error.whole_batch()
+                  ? b.messages - b.refused
+                  : std::min<uint64_t>(1, b.messages - b.refused);
           b.refused += refused;
           stats_.publish_dropped_by_reason[static_cast<size_t>(
               PublishDrop::kBrokerRefused)] += refused;

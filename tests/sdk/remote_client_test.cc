@@ -1109,6 +1109,38 @@ TEST(RemoteClientTest, AWholeBatchRefusalCountsEveryMessageOfIt) {
   client.reset();
 }
 
+// A server that refuses more entries than a batch has (a bug, or hostile)
+// cannot make the client's counts exceed what it published.
+TEST(RemoteClientTest, RefusalsBeyondABatchsSizeCountNoMore) {
+  ScriptedBroker broker([](const v1::Envelope& in,
+                           const ScriptedBroker::Reply& reply,
+                           Progress* progress) {
+    for (int i = 0; i < 3 * in.publish().entries_size(); ++i) {
+      v1::Envelope error;
+      error.mutable_error()->set_status_code(
+          static_cast<int>(absl::StatusCode::kInvalidArgument));
+      error.mutable_error()->set_batch_sequence(in.publish().batch_sequence());
+      error.mutable_error()->set_entry_index(0);
+      reply(error);
+    }
+    progress->Count(in);
+    if (in.request_id() != 0) reply(AckOf(in, *progress));
+  });
+  ScriptedClient c;
+  ASSERT_NO_FATAL_FAILURE(ConnectPublisher(broker, {}, &c));
+  constexpr uint64_t kMessages = 20;
+  for (uint64_t i = 0; i < kMessages; ++i) {
+    ASSERT_THAT(c.publisher->Publish("t", absl::StrCat("m", i)), IsOk());
+  }
+  ASSERT_THAT(c.client->Flush(absl::Now() + kWait), IsOk());
+  const ClientStats stats = c.client->Stats();
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kBrokerRefused), kMessages);
+  EXPECT_EQ(stats.publish_acked, 0u);
+  EXPECT_EQ(stats.publish_in_flight, 0u);
+  EXPECT_EQ(stats.publish_dropped(PublishDrop::kLost), 0u);
+  c.client.reset();
+}
+
 // A publishing thread that finds the I/O thread idle sends its batch itself
 // (no wake-up). The I/O thread sleeps on the socket's edge-triggered ZMQ_FD
 // meanwhile, and a send on another thread can take the edge raised by an
