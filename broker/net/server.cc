@@ -228,6 +228,9 @@ class Server::Impl {
     uint64_t initial_credit = 0;
     uint64_t sent = 0;
     uint64_t returned = 0;
+    // The `missed` counts of the entries sent, summed (ResumeState's
+    // missed_received).
+    uint64_t missed_sent = 0;
     // Lost with a broken connection; added to the next entry's `missed`.
     uint64_t lost_pending = 0;
     // The Subscribe that made it, serialized: the same request again (a
@@ -1297,6 +1300,14 @@ void Server::Impl::ResumeOnNewConnection(Session& s, const v1::Hello& hello) {
       Bump(counters_.deliveries_lost, lost);
     }
     rs.sent = std::min(on_wire, r.received()) + unsent;
+    // The drops those lost Delivers reported are reported again.
+    const uint64_t unsent_missed = rs.unsent ? rs.unsent->missed : 0;
+    const uint64_t missed_on_wire = rs.missed_sent - unsent_missed;
+    if (missed_on_wire > r.missed_received()) {
+      rs.lost_pending += missed_on_wire - r.missed_received();
+    }
+    rs.missed_sent =
+        std::min(missed_on_wire, r.missed_received()) + unsent_missed;
     if (rs.unsent && rs.lost_pending > 0) {
       // The lost ones came before the unsent Deliver: it reports them.
       v1::Envelope env;
@@ -1305,6 +1316,7 @@ void Server::Impl::ResumeOnNewConnection(Session& s, const v1::Hello& hello) {
         v1::DeliverEntry* first = env.mutable_deliver()->mutable_entries(0);
         first->set_missed(first->missed() + rs.lost_pending);
         rs.unsent->missed += rs.lost_pending;
+        rs.missed_sent += rs.lost_pending;
         rs.lost_pending = 0;
         rs.unsent->body = env.SerializeAsString();
       }
@@ -1474,6 +1486,7 @@ bool Server::Impl::SendUnsent(Session& s, RemoteSub& rs) {
     // The peer is gone: lost, as in DrainSub().
     rs.credit += u.messages;
     rs.sent -= u.messages;
+    rs.missed_sent -= u.missed;
     rs.lost_pending += u.messages + u.missed;
     Bump(counters_.deliveries_lost, u.messages);
     Bump(counters_.send_failures);
@@ -1545,6 +1558,7 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     batch_.clear();
     rs.credit -= n;
     rs.sent += n;
+    rs.missed_sent += missed;
     budget -= n;
     bool failed = false;
     const bool reachable = SendDeliver(s.routing_id, &failed);
@@ -1556,6 +1570,7 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
       // client's again.
       rs.credit += n;
       rs.sent -= n;
+      rs.missed_sent -= missed;
       rs.lost_pending += n + missed;
       Bump(counters_.deliveries_lost, n);
       Bump(counters_.send_failures);

@@ -790,6 +790,7 @@ void RemoteCore::SendHello() {
       v1::ResumeState* r = hello->add_resume();
       r->set_sid(sid);
       r->set_received(e.sub->io_received);
+      r->set_missed_received(e.sub->io_missed_received);
       r->set_returned(e.sub->io_returned);
     }
   }
@@ -821,6 +822,7 @@ void RemoteCore::SendSubscribe(uint64_t sid,
       ++sub->incarnation;
       sub->io_received = 0;
       sub->io_returned = 0;
+      sub->io_missed_received = 0;
       sub->epoch = epoch;
       // What is buffered now came before this incarnation.
       sub->app_delivered = 0;
@@ -1610,6 +1612,9 @@ void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {
       discarded += static_cast<uint64_t>(end - begin);
     } else {
       sub->io_received += static_cast<uint64_t>(end - begin);
+      for (int i = begin; i < end; ++i) {
+        sub->io_missed_received += deliver.entries(i).missed();
+      }
       absl::MutexLock lock(&sub->mu);
       if (sub->closed) {
         discarded += static_cast<uint64_t>(end - begin);

@@ -132,6 +132,7 @@ struct RemoteSub {
   // connection).
   uint64_t io_received = 0;
   uint64_t io_returned = 0;
+  uint64_t io_missed_received = 0;  // Their entries' `missed`, summed.
 };
 
 // Counters of the receive side, bumped without the core's lock.

@@ -766,6 +766,44 @@ TEST_F(ServerTest, ADeliverToAConnectionFoundGoneIsCountedLostAtOnce) {
   EXPECT_EQ(server_->Stats().deliveries_lost(), server.deliveries_lost());
 }
 
+// A Deliver lost with a broken connection reported drops in its `missed`:
+// the resume reports them again, with the lost deliveries, so that every
+// message is accounted for.
+TEST_F(ServerTest, AResumeReportsTheDropsALostDeliverCarried) {
+  constexpr char kSession[] = "lost-missed-ses1";
+  auto first = Connect();
+  first->Hello(kSession);
+  ASSERT_EQ(
+      first->Subscribe(1, "lm.t", /*credit=*/1, /*capacity=*/1).body_case(),
+      v1::Envelope::kAck);
+  // Sequences are admission numbers: a drop takes none.
+  ASSERT_THAT(broker_->Publish("lm.t", "a"), IsOk());  // Sequence 1, sent.
+  ASSERT_EQ(first->ReceiveEntries(1).size(), 1u);
+  ASSERT_THAT(broker_->Publish("lm.t", "b"), IsOk());  // 2: queued, no credit.
+  ASSERT_THAT(broker_->Publish("lm.t", "c"), IsOk());  // Dropped: full.
+  first->Credit(1, 1);                                 // b goes out.
+  ASSERT_TRUE(WaitFor([&] { return server_->Stats().delivered() == 2; }));
+  ASSERT_THAT(broker_->Publish("lm.t", "d"), IsOk());  // 3, missed 1.
+  first->Credit(1, 1);                                 // d goes out.
+  ASSERT_TRUE(WaitFor([&] { return server_->Stats().delivered() == 3; }));
+  first.reset();  // b and d are lost with the connection, unread.
+
+  auto second = Connect();
+  v1::ResumeState state;
+  state.set_sid(1);
+  state.set_received(1);
+  state.set_returned(2);
+  state.set_missed_received(0);
+  ASSERT_TRUE(second->Hello(kSession, {state}).resumed());
+  ASSERT_THAT(broker_->Publish("lm.t", "e"), IsOk());  // 4.
+  const std::vector<v1::DeliverEntry> after = second->ReceiveEntries(1);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].sequence(), 4u);
+  // b and d lost, and c's drop, which d reported.
+  EXPECT_EQ(after[0].missed(), 3u);
+  EXPECT_EQ(server_->Stats().deliveries_lost(), 2u);
+}
+
 // A client that returns credit for what it has not read can fill its pipe
 // (ZeroMQ refuses the send: EAGAIN). The Deliver is kept and goes out when
 // the client reads again: nothing is lost.
