@@ -591,6 +591,9 @@ void Server::Impl::Loop() {
   items.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
 
   while (!stopping_.load(std::memory_order_acquire)) {
+    // Stalled subscriptions whose retry time came are ready again (and so
+    // make this turn busy).
+    absl::Time retry_at = RetryStalled();
     // A plain feed held back by a full SUB pipe is not work to do now: it
     // waits for its retry time.
     const size_t waiting =
@@ -599,7 +602,6 @@ void Server::Impl::Loop() {
     // A blocked publish is retried every millisecond (ZeroMQ's poll
     // resolution) until its queue has room or its block_timeout passes.
     int idle_ms = blocked_sessions_.empty() ? 50 : 1;
-    absl::Time retry_at = RetryStalled();
     if (plain_blocked()) retry_at = std::min(retry_at, plain_retry_at_);
     if (retry_at != absl::InfiniteFuture()) {
       const int64_t until_retry = absl::ToInt64Milliseconds(
@@ -819,15 +821,20 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
   }
   Session& session = *it->second;
   session.last_seen = absl::Now();
+  const bool held_full = session.held.size() >= kMaxHeldMessages;
   if ((session.blocked != nullptr ||
        (!session.held.empty() && !replaying_held_)) &&
       env.body_case() != v1::Envelope::kCredit &&
       env.body_case() != v1::Envelope::kGoodbye &&
-      !(env.body_case() == v1::Envelope::kPing && env.ping().heartbeat())) {
+      !(env.body_case() == v1::Envelope::kPing && env.ping().heartbeat()) &&
+      !(held_full && env.body_case() == v1::Envelope::kUnsubscribe)) {
     // Behind a blocked Publish: in order, after it (ServeBlocked()). Credit
     // is not held: deliveries that make room may need it; nor is a
-    // heartbeat, which keeps the client from giving the session up.
-    if (session.held.size() >= kMaxHeldMessages) {
+    // heartbeat, which keeps the client from giving the session up; nor,
+    // once the held messages are full, an Unsubscribe: refused, it would
+    // leave the subscription, which the client forgets, to the end of the
+    // session, so it is done at once, ahead of them.
+    if (held_full) {
       Bump(counters_.malformed);
       v1::Error where;
       if (env.body_case() == v1::Envelope::kPublish) {
@@ -1303,11 +1310,13 @@ void Server::Impl::ResumeOnNewConnection(Session& s, const v1::Hello& hello) {
     // The drops those lost Delivers reported are reported again.
     const uint64_t unsent_missed = rs.unsent ? rs.unsent->missed : 0;
     const uint64_t missed_on_wire = rs.missed_sent - unsent_missed;
-    if (missed_on_wire > r.missed_received()) {
-      rs.lost_pending += missed_on_wire - r.missed_received();
+    // (A client that does not send missed_received is not told again.)
+    const uint64_t missed_received =
+        r.has_missed_received() ? r.missed_received() : missed_on_wire;
+    if (missed_on_wire > missed_received) {
+      rs.lost_pending += missed_on_wire - missed_received;
     }
-    rs.missed_sent =
-        std::min(missed_on_wire, r.missed_received()) + unsent_missed;
+    rs.missed_sent = std::min(missed_on_wire, missed_received) + unsent_missed;
     if (rs.unsent && rs.lost_pending > 0) {
       // The lost ones came before the unsent Deliver: it reports them.
       v1::Envelope env;

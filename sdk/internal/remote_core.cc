@@ -756,7 +756,8 @@ void RemoteCore::SendHello() {
   // connection that is gone among them: the resume state below must count
   // them, or the broker would count them lost though they arrived. (Not
   // when this Hello comes from handling a message of that drain.)
-  if (!draining_for_hello_ && socket_ != nullptr) {
+  if (draining_for_hello_) return;  // The draining call sends the Hello.
+  if (socket_ != nullptr) {
     draining_for_hello_ = true;
     std::vector<zmq::message_t> frames;
     for (int i = 0; i < kHelloDrainLimit; ++i) {
@@ -772,6 +773,9 @@ void RemoteCore::SendHello() {
       HandleIncoming(frames);
     }
     draining_for_hello_ = false;
+    // The drain may have handled the Welcome to an earlier Hello.
+    absl::MutexLock lock(&mu_);
+    if (phase_ != Phase::kConnecting) return;
   }
   v1::Envelope env;
   env.set_request_id(NextRequestId({.kind = Request::Kind::kHello}));
@@ -1131,7 +1135,6 @@ void RemoteCore::OnWelcome(const v1::Envelope& env) {
     return r.second.kind == Request::Kind::kHello;
   });
   const v1::Welcome& w = env.welcome();
-  ++session_serial_;
   const absl::Time now = absl::Now();
   last_rx_ = now;
 
@@ -1150,6 +1153,7 @@ void RemoteCore::OnWelcome(const v1::Envelope& env) {
   {
     absl::MutexLock lock(&mu_);
     if (phase_ != Phase::kConnecting) return;
+    ++session_serial_;
     lost = ever_connected_ && (!w.resumed() || w.broker_epoch() != epoch_);
     ++stats_.sessions;
     if (ever_connected_) ++stats_.reconnects;

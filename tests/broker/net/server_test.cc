@@ -1069,6 +1069,17 @@ TEST_F(ServerTest, APublishPastTheHeldLimitIsRefusedUnprocessed) {
   EXPECT_EQ(ping_error->env.error().batch_sequence(), 0u);
   client->SendPing(10, /*heartbeat=*/true);
   client->ExpectReply(v1::Envelope::kPong, 10);
+  // An Unsubscribe is done at once, not refused (the client would forget a
+  // subscription the server kept): here it finds no such sid.
+  v1::Envelope unsub;
+  unsub.set_request_id(11);
+  unsub.mutable_unsubscribe()->set_sid(42);
+  client->Send(unsub);
+  auto unsub_error = client->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(unsub_error.has_value());
+  EXPECT_EQ(unsub_error->env.request_id(), 11u);
+  EXPECT_EQ(unsub_error->env.error().status_code(),
+            static_cast<int>(absl::StatusCode::kNotFound));
 }
 
 TEST_F(ServerTest, RequestsWithoutSessionAreRefused) {
