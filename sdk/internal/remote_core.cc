@@ -1418,21 +1418,9 @@ void RemoteCore::OnError(const v1::Envelope& env) {
     // an Ack asked: no Ack will come. Its messages count refused; a Pong
     // settles it.
     requests_.erase(env.request_id());
-    bool found = false;
-    {
-      absl::MutexLock lock(&mu_);
-      for (SentBatch& b : unacked_) {
-        if (b.sequence != error.batch_sequence()) continue;
-        stats_.publish_dropped_by_reason[static_cast<size_t>(
-            PublishDrop::kBrokerRefused)] += b.messages - b.refused;
-        b.refused = b.messages;
-        b.refused_unprocessed = true;
-        b.request_id = 0;
-        found = true;
-        break;
-      }
-    }
-    if (found) {
+    if (RefuseUnprocessed([&](const SentBatch& b) {
+          return b.sequence == error.batch_sequence();
+        })) {
       ReportError(absl::Status(
           status.code(),
           absl::StrCat("publish batch ", error.batch_sequence(),
@@ -1457,18 +1445,9 @@ void RemoteCore::OnError(const v1::Envelope& env) {
         // session's held messages were full, or the server is stopping):
         // no Ack will come. Its messages count refused; a Pong settles it.
         requests_.erase(env.request_id());
-        {
-          absl::MutexLock lock(&mu_);
-          for (SentBatch& b : unacked_) {
-            if (b.request_id != env.request_id()) continue;
-            stats_.publish_dropped_by_reason[static_cast<size_t>(
-                PublishDrop::kBrokerRefused)] += b.messages - b.refused;
-            b.refused = b.messages;
-            b.refused_unprocessed = true;
-            b.request_id = 0;
-            break;
-          }
-        }
+        RefuseUnprocessed([&](const SentBatch& b) {
+          return b.request_id == env.request_id();
+        });
         ReportError(status);
         MaybeArmSettlePing();
         return;
@@ -1583,6 +1562,21 @@ void RemoteCore::OnError(const v1::Envelope& env) {
       requests_.erase(req);
       return;
   }
+}
+
+bool RemoteCore::RefuseUnprocessed(
+    absl::FunctionRef<bool(const SentBatch&)> which) {
+  absl::MutexLock lock(&mu_);
+  for (SentBatch& b : unacked_) {
+    if (!which(b)) continue;
+    stats_.publish_dropped_by_reason[static_cast<size_t>(
+        PublishDrop::kBrokerRefused)] += b.messages - b.refused;
+    b.refused = b.messages;
+    b.refused_unprocessed = true;
+    b.request_id = 0;
+    return true;
+  }
+  return false;
 }
 
 void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {

@@ -26,6 +26,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -320,6 +321,11 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   void OnError(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnDeliver(std::shared_ptr<RemoteBatch> batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
+  // The first unacknowledged batch `which` accepts was refused before it
+  // was processed: its messages count refused, and a Pong settles it.
+  // Returns false if there is none.
+  bool RefuseUnprocessed(absl::FunctionRef<bool(const SentBatch&)> which)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_) ABSL_LOCKS_EXCLUDED(mu_);
   void OnPong(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   // Settles the unacknowledged batches up to `acked_sequence` from an Ack's
   // or a Pong's publish progress: of those batches, the ones the broker did
