@@ -325,6 +325,9 @@ class Server::Impl {
   // Otherwise it is kept for a retry (EAGAIN: `rs` waits in stalled_), or
   // counted lost and the session detached (the peer is gone).
   bool SendUnsent(Session& s, RemoteSub& rs);
+  // A Deliver of `n` messages reporting `missed` drops found `rs`'s peer
+  // gone: rolled back, counted lost, and the session detached.
+  void LoseToGonePeer(Session& s, RemoteSub& rs, uint64_t n, uint64_t missed);
   // `rs` is closing with a Deliver unsent: its messages are lost.
   void DropUnsent(RemoteSub& rs);
   // Puts the stalled subscriptions whose retry time came back in ready_;
@@ -1492,22 +1495,32 @@ bool Server::Impl::SendUnsent(Session& s, RemoteSub& rs) {
     return true;
   }
   if (!reachable) {
-    // The peer is gone: lost, as in DrainSub().
-    rs.credit += u.messages;
-    rs.sent -= u.messages;
-    rs.missed_sent -= u.missed;
-    rs.lost_pending += u.messages + u.missed;
-    Bump(counters_.deliveries_lost, u.messages);
-    Bump(counters_.send_failures);
+    const uint64_t messages = u.messages;
+    const uint64_t missed = u.missed;
     rs.unsent.reset();
     rs.retry_backoff = absl::ZeroDuration();
-    Detach(s.routing_id);
+    LoseToGonePeer(s, rs, messages, missed);
     return false;
   }
   rs.retry_backoff =
       std::clamp(2 * rs.retry_backoff, kPlainRetryMin, kPlainRetryMax);
   stalled_[rs.key] = absl::Now() + rs.retry_backoff;
   return false;
+}
+
+void Server::Impl::LoseToGonePeer(Session& s, RemoteSub& rs, uint64_t n,
+                                  uint64_t missed) {
+  // Nothing went out: the peer is gone (EHOSTUNREACH). Taken from the core
+  // queue, so lost here: counted now, whether or not the session is ever
+  // resumed, and reported missed on this subscription's next delivery, with
+  // the drops the Deliver carried. Their credit is the client's again.
+  rs.credit += n;
+  rs.sent -= n;
+  rs.missed_sent -= missed;
+  rs.lost_pending += n + missed;
+  Bump(counters_.deliveries_lost, n);
+  Bump(counters_.send_failures);
+  Detach(s.routing_id);
 }
 
 void Server::Impl::DropUnsent(RemoteSub& rs) {
@@ -1572,18 +1585,7 @@ bool Server::Impl::DrainSub(Session& s, RemoteSub& rs) {
     bool failed = false;
     const bool reachable = SendDeliver(s.routing_id, &failed);
     if (!reachable) {
-      // Nothing went out: the peer is gone (EHOSTUNREACH). Taken from the
-      // core queue, so lost here: counted now, whether or not the session
-      // is ever resumed, and reported missed on this subscription's next
-      // delivery, with the drops this Deliver carried. Their credit is the
-      // client's again.
-      rs.credit += n;
-      rs.sent -= n;
-      rs.missed_sent -= missed;
-      rs.lost_pending += n + missed;
-      Bump(counters_.deliveries_lost, n);
-      Bump(counters_.send_failures);
-      Detach(s.routing_id);
+      LoseToGonePeer(s, rs, n, missed);
       return false;
     }
     if (failed) {
