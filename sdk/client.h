@@ -17,7 +17,9 @@
 // their comments (the publish buffer, credit, reconnects). Errors follow
 // docs/errors.md. A remote client has one I/O thread that owns its ZeroMQ
 // DEALER socket; the calls hand it work through a mutex-protected queue and
-// wake it through an eventfd.
+// wake it through an eventfd. While it is idle, a publishing thread sends
+// its own batch and a thread waiting in Receive() reads the socket itself
+// (docs/design/net.md).
 #ifndef HERALD_SDK_CLIENT_H_
 #define HERALD_SDK_CLIENT_H_
 

@@ -57,9 +57,9 @@ std::string ClientStats::DebugString() const {
       " delivered=", delivered, " receive_buffered=", receive_buffered,
       " abandoned=", abandoned, " discarded=", discarded,
       " credit_returned=", credit_returned, " gaps=", gaps,
-      " decode_errors=", decode_errors, " sessions=", sessions,
-      " reconnects=", reconnects, " pings_sent=", pings_sent,
-      " errors_received=", errors_received,
+      " decode_errors=", decode_errors, " received_inline=", received_inline,
+      " sessions=", sessions, " reconnects=", reconnects,
+      " pings_sent=", pings_sent, " errors_received=", errors_received,
       " protocol_errors=", protocol_errors, " broker_epoch=", broker_epoch,
       " connected=", connected ? "true" : "false");
   return out;

@@ -110,6 +110,10 @@ struct ClientStats {
   uint64_t gaps = 0;
   // ReceiveProto() calls that found another type or bytes that do not parse.
   uint64_t decode_errors = 0;
+  // Of received, those a thread waiting in Receive() read from the socket
+  // itself, having found the client's I/O thread idle (one thread hop less
+  // than a hand-off).
+  uint64_t received_inline = 0;
 
   // --- Session (remote clients).
   // Welcomes accepted: 1 after Connect(), one more per reconnect.

@@ -28,6 +28,7 @@ struct WakeOnStop {
   void operator()() const {
     EnsureThreadIdentity();  // Runs on the thread that requests the stop.
     absl::MutexLock lock(&sub->mu);
+    sub->WakeWaiterLocked();  // A receive call leading the socket polls.
   }
 };
 
@@ -50,7 +51,15 @@ absl::StatusOr<Received> Pop(RemoteCore& core, RemoteSub& sub,
     };
     // The clock is read (and a timeout starts) only if there is a wait.
     if (!ready()) {
-      sub.mu.AwaitWithDeadline(absl::Condition(&ready), deadline.Get());
+      // This thread reads the socket itself if it can (one thread hop less);
+      // if it cannot, or returns before the deadline, it waits for the I/O
+      // thread as before.
+      sub.mu.Unlock();
+      core.LeadReceive(sub, deadline.Get(), ready);
+      sub.mu.Lock();
+      if (!ready()) {
+        sub.mu.AwaitWithDeadline(absl::Condition(&ready), deadline.Get());
+      }
     }
     if (sub.closed) {
       return absl::FailedPreconditionError(
@@ -202,6 +211,7 @@ class RemoteSubscriber final : public SubscriberImpl {
     absl::MutexLock lock(&sub_->mu);
     if (sub_->closed) return;
     sub_->closed = true;
+    sub_->WakeWaiterLocked();
     Bump(core_->counters().abandoned, sub_->buffer.size());
     Drop(core_->counters().buffered, sub_->buffer.size());
     sub_->buffer.clear();

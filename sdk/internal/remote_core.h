@@ -128,6 +128,14 @@ struct RemoteSub {
   bool scheduled ABSL_GUARDED_BY(mu) = false;
   std::thread::id running_in ABSL_GUARDED_BY(mu);
 
+  // While a receive call leading the socket (RemoteCore::LeadReceive())
+  // sleeps in poll(): the eventfd to write when what it waits for changes
+  // (a message buffered, closed, ended, its stop token); -1 otherwise.
+  int wake_fd ABSL_GUARDED_BY(mu) = -1;
+  // Wakes that receive call, if one sleeps. Whoever changes what Pop()'s
+  // wait condition reads calls it.
+  void WakeWaiterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+
   // Guarded by the core's io_mu_: this incarnation's Deliver entries
   // received and credit sent, for Hello.resume (a session resumed on a new
   // connection).
@@ -146,6 +154,7 @@ struct ReceiveCounters {
   std::atomic<uint64_t> credit_returned{0};
   std::atomic<uint64_t> gaps{0};
   std::atomic<uint64_t> decode_errors{0};
+  std::atomic<uint64_t> received_inline{0};
 };
 
 // Thread-safe: the public methods may be called from any thread; the private
@@ -195,6 +204,17 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
 
   const ClientOptions& options() const { return options_; }
   ReceiveCounters& counters() { return counters_; }
+  // A receive call's wait for `sub` (pull, its buffer empty), in place of
+  // waiting for the I/O thread to fill the buffer: if no other call leads
+  // and the session is established, the calling thread reads the socket
+  // itself (one thread hop less per message) and sleeps on its ZMQ_FD while
+  // it waits, until `ready` (evaluated with sub.mu held) or `deadline`.
+  // Returns early, without waiting, if it cannot lead; the caller then waits
+  // as before. The I/O thread stops watching the socket while a call leads
+  // (see Loop()).
+  void LeadReceive(RemoteSub& sub, absl::Time deadline,
+                   absl::FunctionRef<bool()> ready)
+      ABSL_LOCKS_EXCLUDED(io_mu_, mu_, sub.mu);
   // Takes the oldest buffered message of `sub` for the application
   // (Receive() or a callback), counting it delivered. REQUIRES: sub.mu held,
   // and a message buffered.
@@ -314,7 +334,10 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   void Loop();
   // A socket monitor event (ZMQ_EVENT_*).
   void OnConnectionEvent(uint16_t event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
-  void HandleIncoming(std::vector<zmq::message_t>& frames)
+  // Handles one message read from the socket (on the I/O thread or a
+  // receive call leading it); returns its envelope's body (kBodyNotSet if
+  // it was malformed).
+  v1::Envelope::BodyCase HandleIncoming(std::vector<zmq::message_t>& frames)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnWelcome(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnAck(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
@@ -376,6 +399,11 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   const ClientOptions options_;
   const std::string session_id_;
   int wake_fd_ = -1;
+  // Wakes a receive call leading the socket (RemoteSub::wake_fd).
+  int leader_fd_ = -1;
+  // The socket's ZMQ_FD while the I/O thread's socket is open (-1 before
+  // and after): a leading receive call sleeps on it.
+  std::atomic<int> socket_fd_{-1};
   std::thread thread_;
   ReceiveCounters counters_;
   // Read by Publish() without the lock; set from each Welcome.
@@ -397,6 +425,8 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   absl::Status close_status_ ABSL_GUARDED_BY(mu_);
   bool io_exited_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_pending_ ABSL_GUARDED_BY(mu_) = false;
+  // The receive call leading the socket (LeadReceive()), if any.
+  const RemoteSub* leader_ ABSL_GUARDED_BY(mu_) = nullptr;
   // The I/O thread would send a batch now if the outbox had messages.
   bool io_wants_publish_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<OutboxEntry> outbox_ ABSL_GUARDED_BY(mu_);

@@ -11,6 +11,7 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1209,6 +1210,128 @@ TEST(RemoteClientTest, APublisherSendsInlineAndTheIOThreadMissesNothing) {
   EXPECT_EQ(stats.publish_acked, static_cast<uint64_t>(round_trips + kStream));
   EXPECT_EQ(stats.batches_acked, stats.batches_sent);
   EXPECT_LE(stats.batches_sent_inline, stats.batches_sent);
+}
+
+// A thread waiting in Receive() reads the socket itself while the I/O thread
+// is idle (one thread hop less), and the I/O thread then leaves the socket
+// to it. Whatever that thread reads for others must still reach them: the
+// messages of a callback subscription and the Acks and Pong of a publisher
+// on the same client, while the receiver waits for a message that comes
+// only at the end.
+TEST(RemoteClientTest, AReceiverReadsTheSocketItselfAndHoldsUpNothingElse) {
+  constexpr absl::Duration kPrompt = absl::Milliseconds(700);
+  BrokerAndServer server;
+  ASSERT_THAT(server.Start("tcp://127.0.0.1:*"), IsOk());
+  ClientOptions options;
+  options.heartbeat = absl::Seconds(30);  // No ping to wake the I/O thread.
+  auto client = Client::Connect(server.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto other = Client::Connect(server.server->sdk_endpoint(), options);
+  ASSERT_THAT(other, IsOk());
+  auto pull = (*client)->Subscribe("lead.a", {});
+  ASSERT_THAT(pull, IsOk());
+  absl::Mutex mu;
+  std::vector<std::string> pushed;
+  auto push = (*client)->Subscribe("lead.b", {}, [&](const Received& r) {
+    absl::MutexLock lock(&mu);
+    pushed.emplace_back(r.payload());
+  });
+  ASSERT_THAT(push, IsOk());
+  auto own = (*client)->CreatePublisher({});
+  ASSERT_THAT(own, IsOk());
+  auto remote = (*other)->CreatePublisher({});
+  ASSERT_THAT(remote, IsOk());
+
+  // Round trips from the other client, until one was read inline (the I/O
+  // thread may be in its turn when a Receive() begins, so not every one is).
+  constexpr int kMinRoundTrips = 20;
+  const absl::Time deadline = absl::Now() + kWait;
+  int round_trips = 0;
+  while (round_trips < kMinRoundTrips ||
+         ((*client)->Stats().received_inline == 0 && absl::Now() < deadline)) {
+    const std::string payload = absl::StrCat("a", round_trips);
+    ASSERT_THAT(remote->Publish("lead.a", payload), IsOk());
+    absl::StatusOr<Received> m = pull->Receive(kPrompt);
+    ASSERT_THAT(m, IsOk()) << "round trip " << round_trips;
+    EXPECT_EQ(m->payload(), payload);
+    ++round_trips;
+  }
+  EXPECT_GE((*client)->Stats().received_inline, 1u);
+
+  // The receiver waits; meanwhile this client publishes to its own callback
+  // subscription and flushes (Acks, Pong), and all of it comes through.
+  absl::StatusOr<Received> last;
+  std::thread receiver([&] { last = pull->Receive(absl::Now() + kWait); });
+  constexpr int kPushed = 500;
+  for (int i = 0; i < kPushed; ++i) {
+    ASSERT_THAT(own->Publish("lead.b", absl::StrCat("b", i)), IsOk());
+  }
+  EXPECT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  {
+    absl::MutexLock lock(&mu);
+    auto all = [&] { return pushed.size() >= kPushed; };
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), kWait));
+    ASSERT_EQ(pushed.size(), static_cast<size_t>(kPushed));
+    for (int i = 0; i < kPushed; ++i) {
+      ASSERT_EQ(pushed[i], absl::StrCat("b", i));
+    }
+  }
+  ASSERT_THAT(remote->Publish("lead.a", "last"), IsOk());
+  receiver.join();
+  ASSERT_THAT(last, IsOk());
+  EXPECT_EQ(last->payload(), "last");
+  const ClientStats stats = (*client)->Stats();
+  EXPECT_EQ(stats.publish_acked, static_cast<uint64_t>(kPushed));
+  EXPECT_EQ(stats.received, static_cast<uint64_t>(round_trips + 1 + kPushed));
+  EXPECT_LE(stats.received_inline, stats.received);
+  EXPECT_EQ(stats.protocol_errors, 0u);
+}
+
+// A receiver leading the socket sleeps in poll(), not on its mutex: a stop
+// request and a Close() must wake it there. Each round makes the receiver
+// take a message and wait again before the stop (or the close) comes; a
+// missed wake-up would leave it asleep until its poll's 1 s backstop, past
+// kPrompt.
+TEST(RemoteClientTest, StopAndCloseWakeAReceiverLeadingTheSocket) {
+  constexpr absl::Duration kPrompt = absl::Milliseconds(700);
+  BrokerAndServer server;
+  ASSERT_THAT(server.Start("tcp://127.0.0.1:*"), IsOk());
+  ClientOptions options;
+  options.heartbeat = absl::Seconds(30);
+  auto client = Client::Connect(server.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  constexpr int kRounds = 10;
+  for (int round = 0; round < kRounds; ++round) {
+    const std::string topic = absl::StrCat("wake.", round);
+    auto sub = (*client)->Subscribe(topic, {});
+    ASSERT_THAT(sub, IsOk());
+    const bool by_close = round % 2 == 1;
+    std::stop_source stop;
+    std::atomic<bool> got_first{false};
+    absl::StatusOr<Received> result;
+    std::thread receiver([&] {
+      absl::StatusOr<Received> first = sub->Receive(absl::Now() + kWait);
+      got_first.store(first.ok());
+      result = sub->Receive(absl::InfiniteFuture(), stop.get_token());
+    });
+    ASSERT_THAT(publisher->Publish(topic, "first"), IsOk());
+    ASSERT_TRUE(WaitFor([&] { return got_first.load(); }));
+    const absl::Time asked = absl::Now();
+    if (by_close) {
+      EXPECT_THAT(sub->Close(), IsOk());
+    } else {
+      stop.request_stop();
+    }
+    receiver.join();
+    const absl::Duration took = absl::Now() - asked;
+    EXPECT_LT(took, kPrompt) << "round " << round;
+    EXPECT_THAT(result,
+                StatusIs(by_close ? absl::StatusCode::kFailedPrecondition
+                                  : absl::StatusCode::kCancelled))
+        << "round " << round;
+  }
 }
 
 }  // namespace
