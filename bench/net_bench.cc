@@ -153,8 +153,12 @@ struct RunResult {
   uint64_t published = 0;
   uint64_t delivered = 0;  // Over all subscribers.
   double seconds = 0;      // First send to the last receive.
-  // Herald only: the broker's drops over the run's subscriptions.
+  // Herald only: the broker's drops over the run's subscriptions, and the
+  // messages the subscriber clients received, and of those read by the
+  // receiving thread itself (ClientStats::received_inline).
   uint64_t broker_dropped = 0;
+  uint64_t client_received = 0;
+  uint64_t client_received_inline = 0;
   std::vector<int64_t> latencies_ns;  // Sorted; paced runs only.
   std::vector<int64_t> send_lag_ns;   // Sorted; paced runs only.
 };
@@ -322,6 +326,11 @@ RunResult RunHerald(const Workload& w) {
     result.broker_dropped += d.queue_full() + d.evicted_oldest() +
                              d.block_timeout() + d.closed() + d.shutdown() +
                              d.group_full();
+  }
+  for (const auto& client : sub_clients) {
+    const herald::ClientStats c = client->Stats();
+    result.client_received += c.received;
+    result.client_received_inline += c.received_inline;
   }
 
   // Teardown, not timed.
@@ -585,6 +594,11 @@ void SetCommonCounters(benchmark::State& state, const Workload& w,
   if (subject == Subject::kHerald) {
     state.counters["broker_drop_pct"] =
         pairs > 0 ? 100.0 * static_cast<double>(r.broker_dropped) / pairs : 0;
+    state.counters["inline_pct"] =
+        r.client_received > 0
+            ? 100.0 * static_cast<double>(r.client_received_inline) /
+                  static_cast<double>(r.client_received)
+            : 0;
   }
   state.counters["peak_rss_mb"] = herald::bench::PeakRssMiB();
 }
