@@ -183,6 +183,7 @@ struct Counters {
   std::atomic<uint64_t> deliveries_lost{0};
   std::atomic<uint64_t> sessions_detached{0};
   std::atomic<uint64_t> publishes_deferred{0};
+  std::atomic<uint64_t> held_full{0};
 };
 
 absl::string_view View(const zmq::message_t& m) {
@@ -838,7 +839,7 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
     // leave the subscription, which the client forgets, to the end of the
     // session, so it is done at once, ahead of them.
     if (held_full) {
-      Bump(counters_.malformed);
+      Bump(counters_.held_full);
       v1::Error where;
       if (env.body_case() == v1::Envelope::kPublish) {
         // Per entry, as HandlePublish() counts refusals.
@@ -1809,6 +1810,7 @@ v1::ServerStats Server::Impl::Stats() const {
   out.set_deliveries_lost(Read(c.deliveries_lost));
   out.set_sessions_detached(Read(c.sessions_detached));
   out.set_publishes_deferred(Read(c.publishes_deferred));
+  out.set_held_full(Read(c.held_full));
   return out;
 }
 

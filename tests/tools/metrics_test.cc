@@ -237,6 +237,7 @@ TEST(PrometheusTextTest, WritesServerCountersOnlyWithServerStats) {
   server.set_deliveries_lost(9);
   server.set_plain_prefixes(10);
   server.set_plain_abandoned(11);
+  server.set_held_full(12);
 
   const std::string with = PrometheusText(v1::BrokerStats(), server);
   const std::string without = PrometheusText(v1::BrokerStats(), nullptr);
@@ -257,6 +258,8 @@ TEST(PrometheusTextTest, WritesServerCountersOnlyWithServerStats) {
   EXPECT_TRUE(HasLine(with, "herald_server_plain_prefixes 10"));
   EXPECT_TRUE(HasLine(with, "# TYPE herald_server_plain_prefixes gauge"));
   EXPECT_TRUE(HasLine(with, "herald_server_plain_abandoned_total 11"));
+  EXPECT_TRUE(HasLine(
+      with, R"(herald_server_input_refused_total{reason="held_full"} 12)"));
   EXPECT_THAT(without, Not(HasSubstr("herald_server_")));
   EXPECT_THAT(without, HasSubstr("herald_published_total 0\n"));
 }

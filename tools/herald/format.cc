@@ -179,7 +179,8 @@ std::string StatsText(const v1::BrokerStats& b, const v1::ServerStats* server) {
                     ", malformed: ", s.malformed(),
                     ", unknown_command: ", s.unknown_command(),
                     ", oversized: ", s.oversized(),
-                    ", no_session: ", s.no_session(), "\n");
+                    ", no_session: ", s.no_session(),
+                    ", held_full: ", s.held_full(), "\n");
     absl::StrAppend(&out, "plain endpoints: published: ", s.plain_published(),
                     ", refused: ", s.plain_refused(),
                     ", delivered: ", s.plain_delivered(),

@@ -327,6 +327,7 @@ void WriteServer(const v1::ServerStats& s, Exposition& e) {
   e.Sample({{"reason", "unknown_command"}}, s.unknown_command());
   e.Sample({{"reason", "oversized"}}, s.oversized());
   e.Sample({{"reason", "no_session"}}, s.no_session());
+  e.Sample({{"reason", "held_full"}}, s.held_full());
   const Scalar after_refusals[] = {
       {"herald_server_clients_refused_total", kCounter,
        "Hellos refused because max_clients sessions were open.",

@@ -1065,12 +1065,16 @@ TEST_F(ServerTest, APublishPastTheHeldLimitIsRefusedUnprocessed) {
   EXPECT_TRUE(error->env.error().whole_batch());
   EXPECT_TRUE(error->env.error().unprocessed());
   EXPECT_EQ(server_->Stats().publish_refused(), 2u);
+  // Counted as refused for the held limit: nothing about it was malformed.
+  EXPECT_EQ(server_->Stats().held_full(), 1u);
+  EXPECT_EQ(server_->Stats().malformed(), 0u);
   // A round-trip Ping is refused too, with no batch; a heartbeat is not.
   client->SendPing(9);
   auto ping_error = client->ReceiveBody(v1::Envelope::kError);
   ASSERT_TRUE(ping_error.has_value());
   EXPECT_EQ(ping_error->env.request_id(), 9u);
   EXPECT_EQ(ping_error->env.error().batch_sequence(), 0u);
+  EXPECT_EQ(server_->Stats().held_full(), 2u);
   client->SendPing(10, /*heartbeat=*/true);
   client->ExpectReply(v1::Envelope::kPong, 10);
   // An Unsubscribe is done at once, not refused (the client would forget a
