@@ -711,7 +711,12 @@ void RemoteCore::LeadReceive(RemoteSub& sub, absl::Time deadline,
       absl::MutexLock lock(&mu_);
       leading = phase_ == Phase::kEstablished && !draining_;
     }
-    leading = leading && socket_ != nullptr && !exit_ && !draining_for_hello_;
+    // Not while a send waits for room: reading would take the ZMQ_FD edge
+    // that tells the I/O thread there is room. Nor while it has yet to
+    // handle what this thread handed over, which came first.
+    leading = leading && socket_ != nullptr && !exit_ && !draining_for_hello_ &&
+              blocked_.empty() && !pending_batch_.has_value() &&
+              handed_over_.empty();
     bool more = false;
     if (leading) {
       int taken = 0;
@@ -725,9 +730,11 @@ void RemoteCore::LeadReceive(RemoteSub& sub, absl::Time deadline,
           break;
         }
         if (!got) break;
-        // Anything but a Deliver may leave the I/O thread work (an Ack
-        // frees the publish window, a Goodbye ends the session...).
-        if (HandleIncoming(frames) != v1::Envelope::kDeliver) wake_io = true;
+        // Anything but a Deliver is the I/O thread's to handle (an Ack
+        // frees the publish window, a Goodbye ends the session, an Error
+        // reaches on_error...): handed over, and this call leads no more.
+        HandleIncoming(frames, /*deliveries_only=*/true);
+        if (!handed_over_.empty()) break;
       }
       frames.clear();
       // Answers the I/O thread waits for should not wait for its next look.
@@ -738,8 +745,9 @@ void RemoteCore::LeadReceive(RemoteSub& sub, absl::Time deadline,
       // wait for the I/O thread's next look: measured, a p99 of 17 ms).
       more = SocketReady(*socket_, false);
     }
+    const bool handed_over = !handed_over_.empty();
     io_mu_.Unlock();
-    if (!leading) {
+    if (!leading || handed_over) {
       wake_io = true;
       break;
     }
@@ -1100,7 +1108,13 @@ void RemoteCore::Loop() {
       [[maybe_unused]] const ssize_t n = read(wake_fd_, &value, sizeof(value));
     }
     // Messages first: a Goodbye queued on a connection is read before the
-    // event saying that connection dropped.
+    // event saying that connection dropped. What a leading receive call read
+    // and left to this thread came first.
+    while (!handed_over_.empty()) {
+      std::vector<zmq::message_t> frames = std::move(handed_over_.front());
+      handed_over_.pop_front();
+      HandleIncoming(frames);
+    }
     for (int i = 0; i < kReceiveBudget; ++i) {
       incoming_.clear();
       zmq::recv_result_t got;
@@ -1197,7 +1211,7 @@ void RemoteCore::OnConnectionEvent(uint16_t event) {
 }
 
 v1::Envelope::BodyCase RemoteCore::HandleIncoming(
-    std::vector<zmq::message_t>& frames) {
+    std::vector<zmq::message_t>& frames, bool deliveries_only) {
   auto protocol_error = [this] {
     absl::MutexLock lock(&mu_);
     ++stats_.protocol_errors;
@@ -1219,6 +1233,10 @@ v1::Envelope::BodyCase RemoteCore::HandleIncoming(
     return protocol_error();
   }
   const v1::Envelope::BodyCase body = env.body_case();
+  if (deliveries_only && body != v1::Envelope::kDeliver) {
+    handed_over_.push_back(std::move(frames));
+    return body;
+  }
   switch (body) {
     case v1::Envelope::kWelcome:
       OnWelcome(env);

@@ -334,10 +334,12 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   void Loop();
   // A socket monitor event (ZMQ_EVENT_*).
   void OnConnectionEvent(uint16_t event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
-  // Handles one message read from the socket (on the I/O thread or a
-  // receive call leading it); returns its envelope's body (kBodyNotSet if
-  // it was malformed).
-  v1::Envelope::BodyCase HandleIncoming(std::vector<zmq::message_t>& frames)
+  // Handles one message read from the socket; returns its envelope's body
+  // (BODY_NOT_SET if it was malformed). With `deliveries_only` (a receive
+  // call leading the socket), anything but a Deliver is moved to
+  // handed_over_ for the I/O thread instead.
+  v1::Envelope::BodyCase HandleIncoming(std::vector<zmq::message_t>& frames,
+                                        bool deliveries_only = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnWelcome(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnAck(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
@@ -454,6 +456,10 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // The frames of the message being read, reused: its capacity stays, so a
   // Deliver of many payload frames does not regrow it each time.
   std::vector<zmq::message_t> incoming_ ABSL_GUARDED_BY(io_mu_);
+  // Messages a leading receive call read that only this thread handles
+  // (all but Deliver), in arrival order: handled at the start of its next
+  // turn, before the socket is read again (see LeadReceive()).
+  std::deque<std::vector<zmq::message_t>> handed_over_ ABSL_GUARDED_BY(io_mu_);
   absl::Time next_ping_ ABSL_GUARDED_BY(io_mu_);
   absl::Time next_hello_ ABSL_GUARDED_BY(io_mu_);
   absl::Duration hello_backoff_ ABSL_GUARDED_BY(io_mu_);

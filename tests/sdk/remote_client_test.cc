@@ -1334,5 +1334,59 @@ TEST(RemoteClientTest, StopAndCloseWakeAReceiverLeadingTheSocket) {
   }
 }
 
+// A receive call leading the socket handles only Delivers: an Error it reads
+// is handed to the I/O thread, so on_error runs there (ClientOptions says
+// it runs on the I/O thread or in Publish()), never on the thread blocked
+// in Receive(), which may hold a lock on_error takes.
+TEST(RemoteClientTest, AReceiverLeadingTheSocketLeavesErrorsToTheIOThread) {
+  BrokerAndServer broker;
+  ASSERT_THAT(broker.Start("tcp://127.0.0.1:*"), IsOk());
+  absl::Mutex mu;
+  std::vector<std::thread::id> error_threads;
+  ClientOptions options;
+  options.heartbeat = absl::Seconds(30);
+  options.on_error = [&](const absl::Status&) {
+    absl::MutexLock lock(&mu);
+    error_threads.push_back(std::this_thread::get_id());
+  };
+  auto client = Client::Connect(broker.server->sdk_endpoint(), options);
+  ASSERT_THAT(client, IsOk());
+  auto sub = (*client)->Subscribe("err.a", {});
+  ASSERT_THAT(sub, IsOk());
+  auto publisher = (*client)->CreatePublisher({});
+  ASSERT_THAT(publisher, IsOk());
+  // The receiver leads (round trips until one was read inline), then waits
+  // for a message that never comes while the broker refuses a publish.
+  const absl::Time deadline = absl::Now() + kWait;
+  int round_trips = 0;
+  while ((*client)->Stats().received_inline == 0 && absl::Now() < deadline) {
+    ASSERT_THAT(publisher->Publish("err.a", "x"), IsOk());
+    ASSERT_THAT(sub->Receive(kWait), IsOk()) << "round trip " << round_trips;
+    ++round_trips;
+  }
+  ASSERT_GE((*client)->Stats().received_inline, 1u);
+  std::stop_source stop;
+  absl::StatusOr<Received> waited;
+  std::thread receiver(
+      [&] { waited = sub->Receive(absl::InfiniteFuture(), stop.get_token()); });
+  const std::thread::id receiver_id = receiver.get_id();
+  broker.broker->Shutdown(absl::Now());
+  constexpr int kRefused = 20;
+  for (int i = 0; i < kRefused; ++i) {
+    ASSERT_THAT(publisher->Publish("err.a", "refused"), IsOk());
+    ASSERT_THAT((*client)->Flush(absl::Now() + kWait), IsOk());
+  }
+  stop.request_stop();
+  receiver.join();
+  EXPECT_THAT(waited, StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ((*client)->Stats().publish_dropped(PublishDrop::kBrokerRefused),
+            static_cast<uint64_t>(kRefused));
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(error_threads.size(), static_cast<size_t>(kRefused));
+  for (const std::thread::id& id : error_threads) {
+    EXPECT_NE(id, receiver_id);
+  }
+}
+
 }  // namespace
 }  // namespace herald
