@@ -100,6 +100,19 @@ thread_local bool on_io_thread = false;
 // The client whose callback this thread runs right now (RunCallbackTurn()).
 thread_local const RemoteCore* in_callback_of = nullptr;
 
+// Reads one message into `frames` (cleared first) without waiting: false if
+// none is there, or on error.
+bool ReadMessage(zmq::socket_t& socket, std::vector<zmq::message_t>& frames) {
+  frames.clear();
+  try {
+    return zmq::recv_multipart(socket, std::back_inserter(frames),
+                               zmq::recv_flags::dontwait)
+        .has_value();
+  } catch (const zmq::error_t&) {
+    return false;
+  }
+}
+
 absl::Status ClientClosed(absl::string_view what) {
   return absl::FailedPreconditionError(
       absl::StrCat(what, ": the client is closed"));
@@ -720,16 +733,7 @@ void RemoteCore::LeadReceive(RemoteSub& sub, absl::Time deadline,
     bool more = false;
     if (leading) {
       int taken = 0;
-      for (; taken < kReceiveBudget; ++taken) {
-        frames.clear();
-        zmq::recv_result_t got;
-        try {
-          got = zmq::recv_multipart(*socket_, std::back_inserter(frames),
-                                    zmq::recv_flags::dontwait);
-        } catch (const zmq::error_t&) {
-          break;
-        }
-        if (!got) break;
+      for (; taken < kReceiveBudget && ReadMessage(*socket_, frames); ++taken) {
         // Anything but a Deliver is the I/O thread's to handle (an Ack
         // frees the publish window, a Goodbye ends the session, an Error
         // reaches on_error...): handed over, and this call leads no more.
@@ -884,16 +888,8 @@ void RemoteCore::SendHello() {
   if (socket_ != nullptr) {
     draining_for_hello_ = true;
     std::vector<zmq::message_t> frames;
-    for (int i = 0; i < kHelloDrainLimit; ++i) {
-      frames.clear();
-      zmq::recv_result_t got;
-      try {
-        got = zmq::recv_multipart(*socket_, std::back_inserter(frames),
-                                  zmq::recv_flags::dontwait);
-      } catch (const zmq::error_t&) {
-        break;
-      }
-      if (!got) break;
+    for (int i = 0; i < kHelloDrainLimit && ReadMessage(*socket_, frames);
+         ++i) {
       HandleIncoming(frames);
     }
     draining_for_hello_ = false;
@@ -1115,29 +1111,12 @@ void RemoteCore::Loop() {
       handed_over_.pop_front();
       HandleIncoming(frames);
     }
-    for (int i = 0; i < kReceiveBudget; ++i) {
-      incoming_.clear();
-      zmq::recv_result_t got;
-      try {
-        got = zmq::recv_multipart(socket, std::back_inserter(incoming_),
-                                  zmq::recv_flags::dontwait);
-      } catch (const zmq::error_t&) {
-        break;
-      }
-      if (!got) break;
+    for (int i = 0; i < kReceiveBudget && ReadMessage(socket, incoming_); ++i) {
       HandleIncoming(incoming_);
     }
     incoming_.clear();  // Holds no frame between turns.
-    for (int i = 0; i < kReceiveBudget; ++i) {
-      std::vector<zmq::message_t> event;
-      zmq::recv_result_t got;
-      try {
-        got = zmq::recv_multipart(monitor, std::back_inserter(event),
-                                  zmq::recv_flags::dontwait);
-      } catch (const zmq::error_t&) {
-        break;
-      }
-      if (!got) break;
+    std::vector<zmq::message_t> event;
+    for (int i = 0; i < kReceiveBudget && ReadMessage(monitor, event); ++i) {
       uint16_t id = 0;
       if (!event.empty() && event[0].size() >= sizeof(id)) {
         std::memcpy(&id, event[0].data(), sizeof(id));
