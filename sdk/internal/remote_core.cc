@@ -1189,15 +1189,15 @@ void RemoteCore::OnConnectionEvent(uint16_t event) {
   }
 }
 
-v1::Envelope::BodyCase RemoteCore::HandleIncoming(
-    std::vector<zmq::message_t>& frames, bool deliveries_only) {
+void RemoteCore::HandleIncoming(std::vector<zmq::message_t>& frames,
+                                bool deliveries_only) {
   auto protocol_error = [this] {
     absl::MutexLock lock(&mu_);
     ++stats_.protocol_errors;
-    return v1::Envelope::BODY_NOT_SET;
   };
   if (frames.size() < 2 || !net::CheckMagic(View(frames[0])).ok()) {
-    return protocol_error();
+    protocol_error();
+    return;
   }
   // Parsed onto the batch's arena: a Deliver's entries stay there, shared
   // by their Received values, with no allocation per entry.
@@ -1205,18 +1205,19 @@ v1::Envelope::BodyCase RemoteCore::HandleIncoming(
   v1::Envelope& env = batch->envelope;
   if (!env.ParseFromArray(frames[1].data(),
                           static_cast<int>(frames[1].size()))) {
-    return protocol_error();
+    protocol_error();
+    return;
   }
   last_rx_ = absl::Now();
   if (env.body_case() != v1::Envelope::kDeliver && frames.size() > 2) {
-    return protocol_error();
+    protocol_error();
+    return;
   }
-  const v1::Envelope::BodyCase body = env.body_case();
-  if (deliveries_only && body != v1::Envelope::kDeliver) {
+  if (deliveries_only && env.body_case() != v1::Envelope::kDeliver) {
     handed_over_.push_back(std::move(frames));
-    return body;
+    return;
   }
-  switch (body) {
+  switch (env.body_case()) {
     case v1::Envelope::kWelcome:
       OnWelcome(env);
       break;
@@ -1250,9 +1251,9 @@ v1::Envelope::BodyCase RemoteCore::HandleIncoming(
       break;
     }
     default:
-      return protocol_error();
+      protocol_error();
+      break;
   }
-  return body;
 }
 
 void RemoteCore::OnWelcome(const v1::Envelope& env) {

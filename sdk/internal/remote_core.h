@@ -334,12 +334,11 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   void Loop();
   // A socket monitor event (ZMQ_EVENT_*).
   void OnConnectionEvent(uint16_t event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
-  // Handles one message read from the socket; returns its envelope's body
-  // (BODY_NOT_SET if it was malformed). With `deliveries_only` (a receive
-  // call leading the socket), anything but a Deliver is moved to
+  // Handles one message read from the socket. With `deliveries_only` (a
+  // receive call leading the socket), anything but a Deliver is moved to
   // handed_over_ for the I/O thread instead.
-  v1::Envelope::BodyCase HandleIncoming(std::vector<zmq::message_t>& frames,
-                                        bool deliveries_only = false)
+  void HandleIncoming(std::vector<zmq::message_t>& frames,
+                      bool deliveries_only = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnWelcome(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
   void OnAck(const v1::Envelope& env) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_mu_);
