@@ -56,6 +56,10 @@ class ShortTempDir {
     rmdir(path_.c_str());
   }
   const std::string& path() const { return path_; }
+  // An ipc:// endpoint in it.
+  std::string ipc_endpoint() const {
+    return absl::StrCat("ipc://", path_, "/sdk");
+  }
 
  private:
   std::string path_;
@@ -87,7 +91,7 @@ struct BrokerAndServer {
 TEST(RemoteClientTest, ReconnectsAfterABrokerRestartAndReportsTheGap) {
   ShortTempDir dir;
   ASSERT_FALSE(dir.path().empty());
-  const std::string endpoint = absl::StrCat("ipc://", dir.path(), "/sdk");
+  const std::string endpoint = dir.ipc_endpoint();
   BrokerAndServer first;
   ASSERT_THAT(first.Start(endpoint), IsOk());
   const uint64_t first_epoch = first.server->epoch();
@@ -184,7 +188,7 @@ TEST(RemoteClientTest, ReconnectsAfterABrokerRestartAndReportsTheGap) {
 TEST(RemoteClientTest, TotalsAfterARestartCountOnlyTheNewIncarnation) {
   ShortTempDir dir;
   ASSERT_FALSE(dir.path().empty());
-  const std::string endpoint = absl::StrCat("ipc://", dir.path(), "/sdk");
+  const std::string endpoint = dir.ipc_endpoint();
   BrokerAndServer first;
   ASSERT_THAT(first.Start(endpoint), IsOk());
   ClientOptions options;
@@ -223,7 +227,7 @@ TEST(RemoteClientTest, TotalsAfterARestartCountOnlyTheNewIncarnation) {
 TEST(RemoteClientTest, AfterGoodbyeDeliveriesDrainAndPublishesWaitForTheNext) {
   ShortTempDir dir;
   ASSERT_FALSE(dir.path().empty());
-  const std::string endpoint = absl::StrCat("ipc://", dir.path(), "/sdk");
+  const std::string endpoint = dir.ipc_endpoint();
   BrokerAndServer first;
   ASSERT_THAT(first.Start(endpoint), IsOk());
   ClientOptions options;
@@ -413,7 +417,7 @@ TEST(RemoteClientTest, APublishRefusedForNoSessionIsCountedLost) {
 TEST(RemoteClientTest, AFullPublishBufferRefusesOrTimesOutAndCloseCountsIt) {
   ShortTempDir dir;
   ASSERT_FALSE(dir.path().empty());
-  const std::string endpoint = absl::StrCat("ipc://", dir.path(), "/sdk");
+  const std::string endpoint = dir.ipc_endpoint();
   BrokerAndServer broker;
   ASSERT_THAT(broker.Start(endpoint), IsOk());
   constexpr size_t kBuffer = 2;

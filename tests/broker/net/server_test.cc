@@ -1028,6 +1028,16 @@ TEST_F(ServerTest, ABlockedPublishersGoodbyeSettlesItsPush) {
   EXPECT_EQ(totals->dropped(DropReason::kBlockTimeout), 1u);
 }
 
+// A Publish refused as a whole before it was processed: which batch, with
+// `code`, and no Ack will settle it.
+void ExpectRefusedUnprocessed(const v1::Error& error, absl::StatusCode code,
+                              uint64_t batch) {
+  EXPECT_EQ(error.status_code(), static_cast<int>(code));
+  EXPECT_EQ(error.batch_sequence(), batch);
+  EXPECT_TRUE(error.whole_batch());
+  EXPECT_TRUE(error.unprocessed());
+}
+
 TEST_F(ServerTest, APublishRefusedWhileStoppingCountsEachEntry) {
   auto pub = Connect();
   pub->Hello();
@@ -1036,12 +1046,8 @@ TEST_F(ServerTest, APublishRefusedWhileStoppingCountsEachEntry) {
   auto error = pub->ReceiveBody(v1::Envelope::kError);
   ASSERT_TRUE(error.has_value());
   EXPECT_EQ(error->env.request_id(), 9u);
-  EXPECT_EQ(error->env.error().status_code(),
-            static_cast<int>(absl::StatusCode::kUnavailable));
-  // Which batch, refused whole and unprocessed: no Ack will settle it.
-  EXPECT_EQ(error->env.error().batch_sequence(), 1u);
-  EXPECT_TRUE(error->env.error().whole_batch());
-  EXPECT_TRUE(error->env.error().unprocessed());
+  ExpectRefusedUnprocessed(error->env.error(), absl::StatusCode::kUnavailable,
+                           /*batch=*/1);
   // Per entry, as a refusal by the broker counts.
   EXPECT_EQ(server_->Stats().publish_refused(), 3u);
   EXPECT_EQ(server_->Stats().publish_accepted(), 0u);
@@ -1059,11 +1065,8 @@ TEST_F(ServerTest, APublishPastTheHeldLimitIsRefusedUnprocessed) {
   client->Publish(2, {"blk.t", "blk.t"}, {"c", "d"}, /*request_id=*/0);
   auto error = client->ReceiveBody(v1::Envelope::kError);
   ASSERT_TRUE(error.has_value());
-  EXPECT_EQ(error->env.error().status_code(),
-            static_cast<int>(absl::StatusCode::kResourceExhausted));
-  EXPECT_EQ(error->env.error().batch_sequence(), 2u);
-  EXPECT_TRUE(error->env.error().whole_batch());
-  EXPECT_TRUE(error->env.error().unprocessed());
+  ExpectRefusedUnprocessed(error->env.error(),
+                           absl::StatusCode::kResourceExhausted, /*batch=*/2);
   EXPECT_EQ(server_->Stats().publish_refused(), 2u);
   // Counted as refused for the held limit: nothing about it was malformed.
   EXPECT_EQ(server_->Stats().held_full(), 1u);
