@@ -698,11 +698,11 @@ void RemoteCore::LeadReceive(RemoteSub& sub, absl::Time deadline,
   if (on_io_thread || sub.callback) return;
   {
     absl::MutexLock lock(&mu_);
-    if (leader_ != nullptr || phase_ != Phase::kEstablished || draining_ ||
+    if (receive_led_ || phase_ != Phase::kEstablished || draining_ ||
         close_started_) {
       return;
     }
-    leader_ = &sub;
+    receive_led_ = true;
   }
   // From here the I/O thread stops watching the socket once it next sleeps
   // (see Loop()), so every way out below leaves it watched by someone:
@@ -785,7 +785,7 @@ void RemoteCore::LeadReceive(RemoteSub& sub, absl::Time deadline,
   }
   {
     absl::MutexLock lock(&mu_);
-    leader_ = nullptr;
+    receive_led_ = false;
     // Another subscription or a Subscribe, Unsubscribe or Flush waiting
     // for an answer should not wait for the I/O thread's next look.
     if (awaited || subs_.size() > 1 || !flushes_.empty() ||
@@ -1054,7 +1054,7 @@ void RemoteCore::Loop() {
       absl::MutexLock lock(&mu_);
       established = phase_ == Phase::kEstablished;
       draining = draining_;
-      led = leader_ != nullptr;
+      led = receive_led_;
     }
     // What waits for POLLOUT. A pending batch does not while the broker is
     // draining: DoWork() does not send batches then, and waiting for a

@@ -426,8 +426,8 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   absl::Status close_status_ ABSL_GUARDED_BY(mu_);
   bool io_exited_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_pending_ ABSL_GUARDED_BY(mu_) = false;
-  // The receive call leading the socket (LeadReceive()), if any.
-  const RemoteSub* leader_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // A receive call leads the socket (LeadReceive()).
+  bool receive_led_ ABSL_GUARDED_BY(mu_) = false;
   // The I/O thread would send a batch now if the outbox had messages.
   bool io_wants_publish_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<OutboxEntry> outbox_ ABSL_GUARDED_BY(mu_);
