@@ -116,11 +116,12 @@ absl::Status ValidateOptions(const ServerOptions& o) {
   }
   if (o.max_clients == 0 || o.max_subscriptions_per_client == 0 ||
       o.max_queue_capacity_per_client == 0 || o.max_batch_messages == 0 ||
-      o.max_credit == 0 || o.plain_queue_capacity == 0) {
+      o.max_credit == 0 || o.plain_queue_capacity == 0 ||
+      o.max_held_bytes_per_client == 0) {
     return absl::InvalidArgumentError(
         "server: max_clients, max_subscriptions_per_client, "
-        "max_queue_capacity_per_client, max_batch_messages, max_credit and "
-        "plain_queue_capacity must be > 0");
+        "max_queue_capacity_per_client, max_batch_messages, max_credit, "
+        "plain_queue_capacity and max_held_bytes_per_client must be > 0");
   }
   if (o.session_ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("server: session_ttl must be > 0");
@@ -274,6 +275,8 @@ class Server::Impl {
     // held).
     std::unique_ptr<BlockedPublish> blocked;
     std::deque<std::vector<zmq::message_t>> held;
+    // Their frames' bytes after the routing id (max_held_bytes_per_client).
+    size_t held_bytes = 0;
     absl::flat_hash_map<uint64_t, std::unique_ptr<RemoteSub>> subs;
     // The sum of its subscriptions' queue capacities
     // (max_queue_capacity_per_client).
@@ -825,7 +828,13 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
   }
   Session& session = *it->second;
   session.last_seen = absl::Now();
-  const bool held_full = session.held.size() >= kMaxHeldMessages;
+  // The bytes this message would hold (the routing id, which a resume
+  // rewrites, is not counted).
+  size_t bytes = 0;
+  for (size_t i = 1; i < frames.size(); ++i) bytes += frames[i].size();
+  const bool held_full =
+      session.held.size() >= kMaxHeldMessages ||
+      bytes > options_.max_held_bytes_per_client - session.held_bytes;
   if ((session.blocked != nullptr ||
        (!session.held.empty() && !replaying_held_)) &&
       env.body_case() != v1::Envelope::kCredit &&
@@ -847,14 +856,24 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
              std::max<uint64_t>(1, env.publish().entries_size()));
         where = UnprocessedBatch(env.publish());
       }
-      SendError(routing_id, env.request_id(),
-                absl::ResourceExhaustedError(absl::StrCat(
-                    "session: ", kMaxHeldMessages,
-                    " messages already wait behind a publish blocked by a "
-                    "full kBlock queue")),
-                std::move(where));
+      SendError(
+          routing_id, env.request_id(),
+          absl::ResourceExhaustedError(
+              session.held.size() >= kMaxHeldMessages
+                  ? absl::StrCat("session: ", kMaxHeldMessages,
+                                 " messages already wait behind a publish "
+                                 "blocked by a full kBlock queue")
+                  : absl::StrCat(
+                        "session: ", session.held_bytes,
+                        " bytes wait behind "
+                        "a publish blocked by a full kBlock queue; ",
+                        bytes,
+                        " more would be over max_held_bytes_per_client (",
+                        options_.max_held_bytes_per_client, ")")),
+          std::move(where));
       return;
     }
+    session.held_bytes += bytes;
     session.held.push_back(std::move(frames));
     return;
   }
@@ -1123,6 +1142,9 @@ void Server::Impl::ServeBlocked() {
       if (s.blocked != nullptr || s.held.empty()) break;
       std::vector<zmq::message_t> frames = std::move(s.held.front());
       s.held.pop_front();
+      for (size_t i = 1; i < frames.size(); ++i) {
+        s.held_bytes -= frames[i].size();
+      }
       replaying_held_ = true;
       HandleSdk(frames);
       replaying_held_ = false;

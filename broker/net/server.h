@@ -50,6 +50,15 @@ struct ServerOptions {
   // 64 MiB. Default: 1 << 22 (four queues of the broker's default
   // max_queue_capacity). Must be > 0.
   size_t max_queue_capacity_per_client = size_t{1} << 22;
+  // Most bytes (frames after the routing id, summed) of the messages one
+  // session may have waiting behind a Publish blocked by a full kBlock
+  // queue; past it, or past 1024 messages, a message gets
+  // kResourceExhausted (counted held_full). The SDK sends at most
+  // max_unacked_batches batches of at most max_message_bytes each, plus
+  // small requests, so keep this above max_unacked_batches times the
+  // broker's max_message_bytes (16 MiB with the defaults). Default: 64 MiB.
+  // Must be > 0.
+  size_t max_held_bytes_per_client = size_t{64} << 20;
   // A session silent this long expires. Default: 10s. Must be > 0.
   absl::Duration session_ttl = absl::Seconds(10);
   // Most entries in one Publish batch. Default: 1024. Must be > 0.

@@ -93,6 +93,10 @@ ABSL_FLAG(uint64_t, max_queue_capacity_per_client,
           "Most queue capacity (messages, summed over its subscriptions) one "
           "SDK session may hold; a queue takes 16 bytes a slot when it is "
           "made. > 0.");
+ABSL_FLAG(uint64_t, max_held_bytes_per_client,
+          herald::net::ServerOptions().max_held_bytes_per_client,
+          "Most bytes of the messages one SDK session may have waiting behind "
+          "a publish blocked by a full kBlock queue. > 0.");
 ABSL_FLAG(absl::Duration, session_ttl, herald::net::ServerOptions().session_ttl,
           "An SDK session silent this long expires. > 0.");
 ABSL_FLAG(uint64_t, max_batch_messages,
@@ -290,6 +294,8 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_max_subscriptions_per_client);
   server_options.max_queue_capacity_per_client =
       absl::GetFlag(FLAGS_max_queue_capacity_per_client);
+  server_options.max_held_bytes_per_client =
+      absl::GetFlag(FLAGS_max_held_bytes_per_client);
   server_options.session_ttl = absl::GetFlag(FLAGS_session_ttl);
   server_options.max_batch_messages = absl::GetFlag(FLAGS_max_batch_messages);
   server_options.max_credit = absl::GetFlag(FLAGS_max_credit);

@@ -373,6 +373,8 @@ TEST(ServerStartTest, RefusesBadOptionsWithAClearError) {
        absl::StatusCode::kInvalidArgument, "must be > 0"},
       {with([](ServerOptions& o) { o.plain_queue_capacity = 0; }),
        absl::StatusCode::kInvalidArgument, "must be > 0"},
+      {with([](ServerOptions& o) { o.max_held_bytes_per_client = 0; }),
+       absl::StatusCode::kInvalidArgument, "max_held_bytes_per_client"},
       {with([](ServerOptions& o) { o.session_ttl = absl::ZeroDuration(); }),
        absl::StatusCode::kInvalidArgument, "session_ttl"},
       {with([](ServerOptions& o) {
@@ -1091,6 +1093,54 @@ TEST_F(ServerTest, APublishPastTheHeldLimitIsRefusedUnprocessed) {
   EXPECT_EQ(unsub_error->env.request_id(), 11u);
   EXPECT_EQ(unsub_error->env.error().status_code(),
             static_cast<int>(absl::StatusCode::kNotFound));
+}
+
+// The held messages are bounded in bytes too: a Publish that would take
+// them past max_held_bytes_per_client is refused unprocessed, a smaller
+// message still fits, and the bytes come back as the held messages are
+// served (a second block holds as much again).
+TEST_F(ServerTest, APublishPastTheHeldBytesIsRefusedAndTheRestServedInOrder) {
+  ServerOptions options;
+  options.max_held_bytes_per_client = 10'000;
+  StartServer(options);
+  absl::StatusOr<Subscription> sub = BlockQueueOfOne(absl::Seconds(10));
+  ASSERT_THAT(sub, IsOk());
+  auto client = BlockedPublisher();
+  const std::string p2(4000, '2'), p3(4000, '3'), p4(4000, '4');
+  client->Publish(2, {"blk.t"}, {p2}, /*request_id=*/0);
+  client->Publish(3, {"blk.t"}, {p3}, /*request_id=*/0);
+  client->Publish(4, {"blk.t"}, {p4}, /*request_id=*/0);
+  auto error = client->ReceiveBody(v1::Envelope::kError);
+  ASSERT_TRUE(error.has_value());
+  ExpectRefusedUnprocessed(error->env.error(),
+                           absl::StatusCode::kResourceExhausted, /*batch=*/4);
+  EXPECT_THAT(error->env.error().message(),
+              HasSubstr("max_held_bytes_per_client (10000)"));
+  EXPECT_EQ(server_->Stats().held_full(), 1u);
+  EXPECT_EQ(server_->Stats().publish_refused(), 1u);
+  // Under the budget, a small message is held, not refused.
+  client->SendPing(9);
+  // "b" gets in when "a" is taken, then the held batches in order, then the
+  // Ping.
+  ExpectDeliveries(*sub, {"a", "b", p2, p3});
+  client->ExpectReply(v1::Envelope::kAck, 5);
+  client->ExpectReply(v1::Envelope::kPong, 9);
+  EXPECT_EQ(server_->Stats().held_full(), 1u);
+
+  // Blocked again: the same bytes fit again. (How many of the pushes above
+  // waited depends on how fast the queue was read.)
+  const uint64_t deferred = server_->Stats().publishes_deferred();
+  client->Publish(6, {"blk.t", "blk.t"}, {"x", "y"}, /*request_id=*/7);
+  ASSERT_TRUE(WaitFor(
+      [&] { return server_->Stats().publishes_deferred() == deferred + 1; }));
+  client->Publish(8, {"blk.t"}, {p2}, /*request_id=*/0);
+  client->Publish(9, {"blk.t"}, {p3}, /*request_id=*/0);
+  client->SendPing(10);
+  ExpectDeliveries(*sub, {"x", "y", p2, p3});
+  client->ExpectReply(v1::Envelope::kAck, 7);
+  client->ExpectReply(v1::Envelope::kPong, 10);
+  EXPECT_EQ(server_->Stats().held_full(), 1u);
+  EXPECT_EQ(server_->Stats().publish_refused(), 1u);
 }
 
 TEST_F(ServerTest, RequestsWithoutSessionAreRefused) {
