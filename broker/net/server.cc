@@ -1298,16 +1298,17 @@ void Server::Impl::HandleCredit(Session& s, const v1::Envelope& env) {
   }
   RemoteSub& rs = *it->second;
   rs.returned += credit.messages();
-  if (rs.credit + credit.messages() > options_.max_credit) {
+  // rs.credit <= max_credit always; compared so that no sum can wrap.
+  if (credit.messages() > options_.max_credit - rs.credit) {
     v1::Error where;
     where.set_sid(credit.sid());
     Bump(counters_.malformed);
-    SendError(s.routing_id, env.request_id(),
-              absl::InvalidArgumentError(
-                  absl::StrCat("credit: ", rs.credit + credit.messages(),
-                               " messages in flight is over max_credit (",
-                               options_.max_credit, ")")),
-              where);
+    SendError(
+        s.routing_id, env.request_id(),
+        absl::InvalidArgumentError(absl::StrCat(
+            "credit: ", credit.messages(), " returned on top of ", rs.credit,
+            " held is over max_credit (", options_.max_credit, ")")),
+        where);
     rs.credit = options_.max_credit;
   } else {
     rs.credit += credit.messages();

@@ -1095,6 +1095,34 @@ TEST_F(ServerTest, APublishPastTheHeldLimitIsRefusedUnprocessed) {
             static_cast<int>(absl::StatusCode::kNotFound));
 }
 
+// Credit returned past max_credit, by any amount (even one that would wrap
+// a sum), is refused with the subscription's sid and counted malformed;
+// the subscription keeps max_credit.
+TEST_F(ServerTest, CreditPastMaxCreditIsRefusedAndCapped) {
+  ServerOptions options;
+  options.max_credit = 4;
+  StartServer(options);
+  auto sub = Connect();
+  sub->Hello("subscriber-00001");
+  ASSERT_EQ(sub->Subscribe(1, "cap.>", /*credit=*/4).body_case(),
+            v1::Envelope::kAck);
+  for (const uint64_t returned : {uint64_t{1}, ~uint64_t{0}}) {
+    sub->Credit(1, returned);
+    auto error = sub->ReceiveBody(v1::Envelope::kError);
+    ASSERT_TRUE(error.has_value()) << returned;
+    EXPECT_EQ(error->env.error().status_code(),
+              static_cast<int>(absl::StatusCode::kInvalidArgument));
+    EXPECT_EQ(error->env.error().sid(), 1u);
+    EXPECT_THAT(error->env.error().message(), HasSubstr("max_credit (4)"));
+  }
+  EXPECT_EQ(server_->Stats().malformed(), 2u);
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_THAT(broker_->Publish("cap.x", absl::StrCat(i)), IsOk());
+  }
+  EXPECT_EQ(sub->ReceiveEntries(4).size(), 4u);
+  EXPECT_FALSE(sub->Receive(std::chrono::milliseconds(50)).has_value());
+}
+
 // The held messages are bounded in bytes too: a Publish that would take
 // them past max_held_bytes_per_client is refused unprocessed, a smaller
 // message still fits, and the bytes come back as the held messages are
