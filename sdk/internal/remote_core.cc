@@ -1722,7 +1722,6 @@ void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {
   // One run of equal sids at a time (the server sends one subscription per
   // Deliver): its subscription is looked up once and its buffer filled
   // under one lock, so a waiting receiver wakes once per run.
-  uint64_t buffered = 0;
   uint64_t discarded = 0;
   for (int begin = 0; begin < entries;) {
     const uint64_t sid = deliver.entries(begin).sid();
@@ -1749,26 +1748,25 @@ void RemoteCore::OnDeliver(std::shared_ptr<RemoteBatch> batch) {
       if (sub->closed) {
         discarded += static_cast<uint64_t>(end - begin);
       } else {
+        // Counted before they are buffered: a receiver may take them the
+        // moment the lock is let go, and the counts it then reads (or the
+        // buffered gauge its take lowers) must include them.
+        const auto n = static_cast<uint64_t>(end - begin);
+        Bump(counters_.received, n);
+        Bump(counters_.buffered, n);
+        if (!on_io_thread) Bump(counters_.received_inline, n);
         for (int i = begin; i < end; ++i) {
           const bool gap = sub->gap_pending;
           sub->gap_pending = false;
           sub->buffer.push_back(
               ReceivedAccess::FromRemote(batch, i, gap, sub->epoch));
         }
-        buffered += static_cast<uint64_t>(end - begin);
         sub->WakeWaiterLocked();
         if (sub->callback_fn && !sub->scheduled) {
           sub->scheduled = true;
           schedule = sub->pool;
         }
       }
-    }
-    if (buffered > 0) {
-      // Counted before a callback turn can take them.
-      Bump(counters_.received, buffered);
-      Bump(counters_.buffered, buffered);
-      if (!on_io_thread) Bump(counters_.received_inline, buffered);
-      buffered = 0;
     }
     // A callback subscription's turn, queued outside its lock.
     if (schedule != nullptr) ScheduleCallbacks(sub, schedule);
