@@ -650,7 +650,8 @@ absl::Duration RemoteCore::Liveness() const {
 void RemoteCore::SendInlineOrWake() {
   // Not on the I/O thread (a callback it runs may publish): it holds
   // io_mu_ and sends after its turn.
-  if (!on_io_thread && io_mu_.TryLock()) {
+  if (!on_io_thread && !io_waits_for_lock_.load(std::memory_order_relaxed) &&
+      io_mu_.TryLock()) {
     bool sent = false;
     bool wake = false;
     if (socket_ != nullptr && !exit_ && blocked_.empty() &&
@@ -714,8 +715,10 @@ void RemoteCore::LeadReceive(RemoteSub& sub, absl::Time deadline,
   std::vector<zmq::message_t> frames;
   while (true) {
     // TryLock only (see io_mu_): busy, the I/O thread is in its turn and
-    // reads the socket itself before it sleeps.
-    if (!io_mu_.TryLock()) {
+    // reads the socket itself before it sleeps. Nor while it waits for the
+    // lock: this loop would keep taking it first.
+    if (io_waits_for_lock_.load(std::memory_order_relaxed) ||
+        !io_mu_.TryLock()) {
       wake_io = true;
       break;
     }
@@ -1091,7 +1094,9 @@ void RemoteCore::Loop() {
     io_mu_.Unlock();
     if (!ready) polled = ::poll(fds, 3, timeout_ms);
     const int poll_errno = errno;
+    io_waits_for_lock_.store(true, std::memory_order_relaxed);
     io_mu_.Lock();
+    io_waits_for_lock_.store(false, std::memory_order_relaxed);
     if (polled < 0) {
       if (poll_errno != EINTR) {
         ReportError(absl::InternalError(

@@ -413,6 +413,12 @@ class RemoteCore : public std::enable_shared_from_this<RemoteCore> {
   // Taken (blocking) only by the I/O thread; other threads only TryLock()
   // it, so no thread ever waits for one that waits for it.
   absl::Mutex io_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  // True while the I/O thread waits in io_mu_.Lock(). TryLock() takes a
+  // free mutex ahead of a waiting Lock(), so a thread that took it in a
+  // loop could keep the I/O thread out for as long as messages kept coming
+  // (its credit returns, requests and heartbeats with it): other threads
+  // leave io_mu_ to it while this is set.
+  std::atomic<bool> io_waits_for_lock_{false};
   mutable absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kConnecting;
   bool ever_connected_ ABSL_GUARDED_BY(mu_) = false;
