@@ -753,6 +753,9 @@ void RemoteCore::LeadReceive(RemoteSub& sub, absl::Time deadline,
       more = SocketReady(*socket_, false);
     }
     const bool handed_over = !handed_over_.empty();
+    // Read under io_mu_: once it is let go, the I/O thread may close the
+    // socket and the fd number be reused (-1 then, which poll() skips).
+    const int socket_fd = socket_fd_.load(std::memory_order_acquire);
     io_mu_.Unlock();
     if (!leading || handed_over) {
       wake_io = true;
@@ -769,8 +772,7 @@ void RemoteCore::LeadReceive(RemoteSub& sub, absl::Time deadline,
       if (more) continue;
       sub.wake_fd = leader_fd_;
     }
-    pollfd fds[2] = {{socket_fd_.load(std::memory_order_acquire), POLLIN, 0},
-                     {leader_fd_, POLLIN, 0}};
+    pollfd fds[2] = {{socket_fd, POLLIN, 0}, {leader_fd_, POLLIN, 0}};
     const int timeout_ms = static_cast<int>(
         std::clamp<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(
                                 deadline - now, absl::Milliseconds(1))),
