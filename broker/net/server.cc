@@ -187,6 +187,15 @@ struct Counters {
   std::atomic<uint64_t> held_full{0};
 };
 
+// The bytes a message held behind a blocked publish counts against
+// max_held_bytes_per_client: its frames after the routing id (which a
+// resume rewrites).
+size_t HeldBytes(const std::vector<zmq::message_t>& frames) {
+  size_t bytes = 0;
+  for (size_t i = 1; i < frames.size(); ++i) bytes += frames[i].size();
+  return bytes;
+}
+
 absl::string_view View(const zmq::message_t& m) {
   return absl::string_view(static_cast<const char*>(m.data()), m.size());
 }
@@ -828,16 +837,15 @@ void Server::Impl::HandleSdk(std::vector<zmq::message_t>& frames) {
   }
   Session& session = *it->second;
   session.last_seen = absl::Now();
-  // The bytes this message would hold (the routing id, which a resume
-  // rewrites, is not counted).
-  size_t bytes = 0;
-  for (size_t i = 1; i < frames.size(); ++i) bytes += frames[i].size();
+  const bool behind_block =
+      session.blocked != nullptr || (!session.held.empty() && !replaying_held_);
+  // Only behind a blocked publish: what this message would hold.
+  const size_t bytes = behind_block ? HeldBytes(frames) : 0;
   const bool held_full =
-      session.held.size() >= kMaxHeldMessages ||
-      bytes > options_.max_held_bytes_per_client - session.held_bytes;
-  if ((session.blocked != nullptr ||
-       (!session.held.empty() && !replaying_held_)) &&
-      env.body_case() != v1::Envelope::kCredit &&
+      behind_block &&
+      (session.held.size() >= kMaxHeldMessages ||
+       bytes > options_.max_held_bytes_per_client - session.held_bytes);
+  if (behind_block && env.body_case() != v1::Envelope::kCredit &&
       env.body_case() != v1::Envelope::kGoodbye &&
       !(env.body_case() == v1::Envelope::kPing && env.ping().heartbeat()) &&
       !(held_full && env.body_case() == v1::Envelope::kUnsubscribe)) {
@@ -1142,9 +1150,7 @@ void Server::Impl::ServeBlocked() {
       if (s.blocked != nullptr || s.held.empty()) break;
       std::vector<zmq::message_t> frames = std::move(s.held.front());
       s.held.pop_front();
-      for (size_t i = 1; i < frames.size(); ++i) {
-        s.held_bytes -= frames[i].size();
-      }
+      s.held_bytes -= HeldBytes(frames);
       replaying_held_ = true;
       HandleSdk(frames);
       replaying_held_ = false;
